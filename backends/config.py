@@ -1,0 +1,92 @@
+"""Server configuration: command-line flags over a TOML file over defaults."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+
+@dataclass
+class Limits:
+    """Bounds a single job may ask for; dialects enforce their own documented limits first."""
+
+    max_width: int = 2048
+    max_height: int = 2048
+    max_steps: int = 150
+    max_batch_size: int = 16
+    max_images: int = 64
+
+
+class ConfigError(ValueError):
+    """A bad flag or config value; launch.py prints it on one line and exits with code 2."""
+
+
+def parse_credentials(text: str | None, flag: str) -> list[tuple[str, str]]:
+    """'user:pass[,user:pass]' → [(user, pass), ...]."""
+    if not text:
+        return []
+    pairs = []
+    for item in text.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user or not password:
+            raise ConfigError(f"{flag} expects user:pass[,user:pass], got {item.strip()!r}")
+        pairs.append((user, password))
+    return pairs
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    model: str | None = None  # default model: repo id, diffusers folder, single file or a name in models_dir
+    models_dir: Path = Path("models")
+    outputs_dir: Path = Path("outputs")
+    device: str = "auto"
+    dtype: str = "auto"
+    api_auth: list[tuple[str, str]] = field(default_factory=list)
+    auth: list[tuple[str, str]] = field(default_factory=list)
+    demo: bool = False
+    model_aliases: dict[str, str] = field(default_factory=dict)  # e.g. Stability engine id → local model
+    model_cache_size: int = 2
+    max_pending: int = 64
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    limits: Limits = field(default_factory=Limits)
+    raw: dict[str, Any] = field(default_factory=dict)  # the whole TOML, for sections other modules own
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "Config":
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        cfg = cls(raw=data)
+        server = data.get("server", {})
+        models = data.get("models", {})
+        limits = data.get("limits", {})
+        try:
+            for key in ("host", "port", "share", "device", "dtype", "threads", "max_pending"):
+                if key in server:
+                    setattr(cfg, key, server[key])
+            for key in ("models_dir", "outputs_dir"):
+                if key in server:
+                    setattr(cfg, key, Path(server[key]))
+            cfg.model = models.get("default", cfg.model)
+            cfg.model_cache_size = int(models.get("cache_size", cfg.model_cache_size))
+            cfg.model_aliases = {str(k): str(v) for k, v in models.get("aliases", {}).items()}
+            cfg.limits = Limits(**{k: int(v) for k, v in limits.items()})
+            cfg.api_auth = parse_credentials(server.get("api_auth"), "api_auth")
+            cfg.auth = parse_credentials(server.get("auth"), "auth")
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+        return cfg

@@ -1,0 +1,175 @@
+"""The contract between the API dialects and the backends.
+
+Every dialect (A1111, Stability v1/v2beta, ModelsLab) translates its request into a `Job` and a `Result`
+back into its response. The engine, the queue and the relay know only these types and the errors below.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+class SdgateError(Exception):
+    """A failure with a message fit for the user; dialects render it in their own error shape."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class InvalidRequest(SdgateError):
+    status = 400
+    code = "invalid_request"
+
+
+class UnknownSampler(InvalidRequest):
+    code = "unknown_sampler"
+
+    def __init__(self, name: str, valid: list[str]):
+        super().__init__(
+            f"unknown sampler {name!r}; valid names: {', '.join(valid)}",
+            details={"sampler": name, "valid": valid},
+        )
+
+
+class ModelNotFound(SdgateError):
+    status = 404
+    code = "model_not_found"
+
+
+class ModelUnavailable(SdgateError):
+    """The model is known but cannot be loaded here (e.g. a hub repo id while offline)."""
+
+    status = 503
+    code = "model_unavailable"
+
+
+class QueueFull(SdgateError):
+    status = 503
+    code = "busy"
+
+
+class GenerationFailed(SdgateError):
+    status = 500
+    code = "generation_failed"
+
+
+# ------------------------------------------------------------------------------------------ the job
+
+
+@dataclass
+class Lora:
+    name: str
+    weight: float = 1.0
+
+
+@dataclass
+class Job:
+    """One text-to-image (or image-to-image) request, in no dialect's terms.
+
+    `seed` -1 draws a random seed; image i of the whole job (batch_size × n_iter images) uses seed + i,
+    as A1111 does. `sampler` is any name in the sampler table (A1111 names, Stability v1 enum, diffusers
+    class names); `schedule` is an A1111 schedule type ("Automatic", "Karras", ...).
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler: str = "Euler"
+    schedule: str | None = None
+    seed: int = -1
+    batch_size: int = 1
+    n_iter: int = 1
+    model: str | None = None  # None: the server's current model
+    clip_skip: int = 1
+    loras: list[Lora] = field(default_factory=list)
+    eta: float | None = None
+    # A1111 emphasis syntax "(x:1.2)", "[x]", BREAK; off treats brackets as plain text.
+    prompt_weighting: bool = True
+    # image-to-image: an init image (and optional mask, white = repaint) with the denoising strength.
+    init_image: Image.Image | None = None
+    mask: Image.Image | None = None
+    denoising_strength: float = 0.75
+    # inpaint "only masked": work on the mask's bounding box plus this padding, then paste back
+    mask_crop_padding: int | None = None
+    # send a preview of the running latents every N steps (0: never)
+    preview_every: int = 0
+    # which dialect made the job, for logs; free-form extras a dialect wants echoed in its response
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def image_count(self) -> int:
+        return self.batch_size * self.n_iter
+
+
+# --------------------------------------------------------------------------------------- the result
+
+
+@dataclass
+class ModelInfo:
+    """A model the server can load. `title`/`name`/`hash` follow A1111's /sd-models conventions."""
+
+    name: str  # model_name: relative path without extension, separators replaced by "_"
+    title: str  # "relative/path.safetensors [shorthash]" (or the name when there is no hash)
+    source: str  # file path, folder path or hub repo id
+    kind: str  # "single_file" | "folder" | "repo"
+    hash: str | None = None  # A1111 short hash: first 10 hex chars of sha256
+    sha256: str | None = None
+    family: str | None = None  # "sd1" | "sd2" | "sdxl" once known
+    demo: bool = False  # random-weight tiny model
+
+
+@dataclass
+class Result:
+    job: Job
+    images: list[Image.Image]
+    seeds: list[int]
+    model: ModelInfo
+    sampler: str  # the A1111 sampler name actually used
+    schedule: str  # the A1111 schedule type actually used
+    scheduler_class: str  # the diffusers scheduler class that ran
+    notes: list[str] = field(default_factory=list)  # e.g. a sampler mapped to its nearest equivalent
+    interrupted: bool = False
+    skipped: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    finished_at: float = 0.0
+
+
+@dataclass
+class Progress:
+    """What a running or waiting job looks like from outside (for /progress, the UI, ModelsLab eta)."""
+
+    job_id: str
+    state: str = "queued"  # queued | running | done
+    position: int = 0  # jobs ahead in the queue
+    step: int = 0
+    steps: int = 0
+    batch_no: int = 0
+    batch_count: int = 1
+    started_at: float | None = None
+    preview: Image.Image | None = None
+    preview_step: int = 0
+
+    @property
+    def fraction(self) -> float:
+        if self.state == "done":
+            return 1.0
+        if not self.steps or self.state != "running":
+            return 0.0
+        return min(1.0, (self.batch_no + self.step / self.steps) / max(1, self.batch_count))

@@ -1,0 +1,694 @@
+"""The one table that maps every sampler name a user can send to a diffusers scheduler.
+
+Names come from three API styles and all resolve through the same tables:
+
+* A1111 1.9/1.10 sampler names ("DPM++ 2M", "Euler a", ...), their aliases (k_dpmpp_2m, ...), and the legacy
+  1.7/1.8 combined names ("DPM++ 2M Karras", "DPM2 a Karras", k_dpmpp_2m_ka) split into sampler + schedule type;
+* the Stability v1 `sampler` enum (K_DPMPP_2M, K_EULER_ANCESTRAL, DDPM, ...);
+* diffusers class names, as ModelsLab takes them ("UniPCMultistepScheduler", ...).
+
+A1111 names are "k-diffusion style": they honour the A1111 schedule type (Automatic, Karras, Exponential, ...) and
+space timesteps like k-diffusion (`timestep_spacing="linspace"`), whatever the model's scheduler config says.
+Diffusers class names behave as in diffusers: the model's config plus the class's own defaults, with the schedule
+type only switching sigma flags (ModelsLab's `use_karras_sigmas`). Timestep samplers (DDIM, PLMS, UniPC) ignore
+the schedule type, as A1111 does.
+
+Names diffusers cannot run (DPM fast, Restart, KarrasVeScheduler, ...) run their nearest equivalent, and the
+SamplerChoice carries a note saying so, for the Result. See reference/a1111_api.md §5 and
+reference/diffusers_offline.md §3 and §6.2.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+from ..job import InvalidRequest, UnknownSampler
+
+__all__ = [
+    "SamplerChoice",
+    "resolve_sampler",
+    "make_scheduler",
+    "valid_names",
+    "a1111_samplers",
+    "a1111_schedulers",
+    "stability_samplers",
+    "diffusers_schedulers",
+    "scheduler_class",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _frozen(d: Mapping[str, Any] | None = None, **kw: Any) -> Mapping[str, Any]:
+    return MappingProxyType({**(d or {}), **kw})
+
+
+# ------------------------------------------------------------------------------- diffusers classes
+
+
+@dataclass(frozen=True)
+class SchedulerClass:
+    """What a diffusers scheduler class can do, as far as resolving a schedule type is concerned.
+
+    Kept as data (not read from signatures at request time) so that resolving a name never imports diffusers;
+    tests check this table against the installed classes.
+    """
+
+    name: str
+    sigma_flags: bool = False  # takes use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas
+    spacing: bool = False  # honours timestep_spacing
+    native_spacing: str | None = None  # the spacing it always uses when it has no timestep_spacing option
+    # The SDE solver draws its noise from a torchsde Brownian tree seeded by the config's `noise_sampler_seed`,
+    # not from the pipeline's generators: make_scheduler seeds it, and a merged batch changes the images.
+    seeded_by_config: bool = False
+
+    @property
+    def batch_invariant(self) -> bool:
+        return not self.seeded_by_config
+
+
+_CLASSES: dict[str, SchedulerClass] = {
+    c.name: c
+    for c in (
+        SchedulerClass("DDPMScheduler", spacing=True),
+        SchedulerClass("DDIMScheduler", spacing=True),
+        SchedulerClass("PNDMScheduler", spacing=True),
+        SchedulerClass("LMSDiscreteScheduler", sigma_flags=True, spacing=True),
+        SchedulerClass("EulerDiscreteScheduler", sigma_flags=True, spacing=True),
+        SchedulerClass("EulerAncestralDiscreteScheduler", spacing=True),
+        SchedulerClass("DPMSolverMultistepScheduler", sigma_flags=True, spacing=True),
+        SchedulerClass("HeunDiscreteScheduler", sigma_flags=True, spacing=True),
+        SchedulerClass("KDPM2DiscreteScheduler", sigma_flags=True, spacing=True),
+        # no timestep_spacing option: set_timesteps always spaces linearly over [0, T-1]
+        SchedulerClass("DPMSolverSinglestepScheduler", sigma_flags=True, native_spacing="linspace"),
+        SchedulerClass("KDPM2AncestralDiscreteScheduler", sigma_flags=True, spacing=True),
+        SchedulerClass("UniPCMultistepScheduler", sigma_flags=True, spacing=True),
+        SchedulerClass("DDIMInverseScheduler", spacing=True),
+        SchedulerClass("DEISMultistepScheduler", sigma_flags=True, spacing=True),
+        SchedulerClass("IPNDMScheduler"),  # its own trigonometric schedule
+        SchedulerClass("KarrasVeScheduler"),
+        SchedulerClass("ScoreSdeVeScheduler"),
+        # LCMScheduler takes timestep_spacing but its set_timesteps never reads it (LCM skips over an
+        # `original_inference_steps` grid), so no schedule type applies.
+        SchedulerClass("LCMScheduler"),
+        SchedulerClass("DPMSolverSDEScheduler", sigma_flags=True, spacing=True, seeded_by_config=True),
+    )
+}
+
+_SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+# Diffusers refuses more than one sigma flag, and a model's own config may carry one (some repos ship
+# use_karras_sigmas=True): every sigma-capable scheduler gets all three set explicitly.
+_SIGMA_RESET = _frozen({f: False for f in _SIGMA_FLAGS})
+
+
+# ------------------------------------------------------------------------------------- schedule types
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An A1111 1.9+ schedule type (`sd_schedulers.schedulers`) and how diffusers runs it."""
+
+    name: str
+    label: str
+    aliases: tuple[str, ...] = ()
+    default_rho: float = -1.0
+    need_inner_model: bool = False
+    # the diffusers config that makes this schedule
+    flags: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    nearest: str | None = None  # no diffusers flag: run this schedule instead ...
+    why: str = ""  # ... and say why it is close
+
+
+# A1111's order (GET /sdapi/v1/schedulers lists them so). Flags follow the diffusers docs' "Noise schedules"
+# table (reference/a1111_api.md §5.4). Karras/Exponential/Beta only switch sigmas: the spacing they start from is
+# the sampler's (k-diffusion samplers carry "linspace", i.e. the model's full sigma range, as k-diffusion does).
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule("automatic", "Automatic"),
+    Schedule("uniform", "Uniform", need_inner_model=True, flags=_frozen(timestep_spacing="linspace")),
+    Schedule("karras", "Karras", default_rho=7.0, flags=_frozen(use_karras_sigmas=True)),
+    Schedule("exponential", "Exponential", flags=_frozen(use_exponential_sigmas=True)),
+    Schedule(
+        "polyexponential",
+        "Polyexponential",
+        default_rho=1.0,
+        nearest="exponential",
+        why="at its default rho 1 it is the same log-linear ramp",
+    ),
+    Schedule(
+        "sgm_uniform",
+        "SGM Uniform",
+        aliases=("SGMUniform",),
+        need_inner_model=True,
+        flags=_frozen(timestep_spacing="trailing"),
+    ),
+    # Measured on SD1.5 sigmas at 20 steps, the log-sigma RMS distance to kl_optimal / AYS is smallest for
+    # Uniform (0.55 / 0.40), then Karras (0.59 / 0.44), Exponential (0.70 / 0.76).
+    Schedule("kl_optimal", "KL Optimal", nearest="uniform", why="the closest of diffusers' sigma spacings"),
+    Schedule(
+        "align_your_steps",
+        "Align Your Steps",
+        nearest="uniform",
+        why="the closest of diffusers' sigma spacings; AYS needs explicit sigmas",
+    ),
+    Schedule("simple", "Simple", need_inner_model=True, flags=_frozen(timestep_spacing="trailing")),
+    Schedule(
+        "normal",
+        "Normal",
+        need_inner_model=True,
+        nearest="uniform",
+        why="both space timesteps linearly from the model's sigma_max to sigma_min",
+    ),
+    # A1111's ddim schedule takes timesteps range(1, 1000, 1000 // n): diffusers' "leading" with steps_offset=1
+    Schedule(
+        "ddim", "DDIM", need_inner_model=True, flags=_frozen(timestep_spacing="leading", steps_offset=1)
+    ),
+    Schedule("beta", "Beta", need_inner_model=True, flags=_frozen(use_beta_sigmas=True)),
+)
+
+_SCHEDULES: dict[str, Schedule] = {s.name: s for s in SCHEDULES}
+_AUTOMATIC = _SCHEDULES["automatic"]
+
+
+def _key(text: str) -> str:
+    """Lookup key: case-insensitive, whitespace-normalised."""
+    return " ".join(text.split()).casefold()
+
+
+_SCHEDULE_LOOKUP: dict[str, Schedule] = {}
+for _s in SCHEDULES:
+    for _n in (_s.name, _s.label, *_s.aliases):
+        _SCHEDULE_LOOKUP.setdefault(_key(_n), _s)
+
+# Legacy suffixes: the longest first so "DPM++ 2M SGM Uniform" is not read as "... Uniform".
+_SCHEDULE_SUFFIXES: tuple[tuple[str, Schedule], ...] = tuple(
+    sorted(((" " + k, s) for k, s in _SCHEDULE_LOOKUP.items()), key=lambda kv: -len(kv[0]))
+)
+# A1111 1.7/1.8 aliases of the combined names: k_dpmpp_2m_ka, k_dpmpp_2m_sde_exp, ...
+_ALIAS_SUFFIXES: tuple[tuple[str, Schedule], ...] = (
+    ("_ka", _SCHEDULES["karras"]),
+    ("_exp", _SCHEDULES["exponential"]),
+)
+
+
+# ---------------------------------------------------------------------------------------------- samplers
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One row of the sampler table.
+
+    `auto_schedule` is what "Automatic" means: for A1111 samplers, A1111's `options["scheduler"]`; None is the
+    model's own discrete sigmas (reported as "Automatic", as A1111's infotext does). A row with `substitute`
+    has no diffusers equivalent and runs that row (its `auto_schedule` still applies), with a note.
+    """
+
+    name: str
+    scheduler_class: str | None = None
+    config: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    aliases: tuple[str, ...] = ()
+    # GET /sdapi/v1/samplers "options", stringified as pydantic v1 does
+    options: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    auto_schedule: str | None = None
+    timesteps: bool = False  # DDIM / PLMS / UniPC: the schedule type is ignored, as in A1111
+    substitute: str | None = None
+    reason: str = "has no diffusers equivalent"
+
+
+def _options(**kw: Any) -> Mapping[str, str]:
+    # A1111's SamplerItem declares options: dict[str, str]; pydantic v1 turns True into "True".
+    return _frozen({k: str(v) for k, v in kw.items()})
+
+
+# k-diffusion takes the model's discrete sigmas from t=999 down to 0: "linspace" in diffusers. SD1.5's config
+# says "leading" (+ steps_offset=1), which never starts at t=999 and gives different images from A1111.
+_K = _frozen(timestep_spacing="linspace")
+_DPMPP = _frozen(
+    _K,
+    algorithm_type="dpmsolver++",
+    solver_order=2,
+    solver_type="midpoint",
+    lower_order_final=True,
+    final_sigmas_type="zero",  # k-diffusion's sigmas end at 0
+    euler_at_final=False,
+    use_lu_lambdas=False,
+)
+# Latent diffusion never clips x0, and the final alpha is alphas_cumprod[0] (ldm's make_ddim_sampling_parameters).
+# Set them explicitly: a base config from another class may lack them, and DDIM's defaults are the opposite.
+_DDIM_FIXES = _frozen(clip_sample=False, set_alpha_to_one=False)
+# A1111 DDIM/PLMS take the ldm "uniform" discretisation: range(0, 1000, 1000 // n) + 1.
+_LDM_TIMESTEPS = _frozen(timestep_spacing="leading", steps_offset=1)
+
+# A1111 1.10 `sd_samplers.all_samplers`, in its order (GET /sdapi/v1/samplers returns exactly these).
+A1111_SAMPLERS: tuple[Sampler, ...] = (
+    Sampler(
+        "DPM++ 2M",
+        "DPMSolverMultistepScheduler",
+        _DPMPP,
+        ("k_dpmpp_2m",),
+        _options(scheduler="karras"),
+        auto_schedule="karras",
+    ),
+    # DPM++ SDE → DPMSolverSDEScheduler, not the DPMSolverSinglestepScheduler of the diffusers docs table: it is
+    # the port of k-diffusion's sample_dpmpp_sde that A1111 runs (a stochastic 2nd-order step with Brownian-tree
+    # noise, 2N-1 model calls like A1111), while Singlestep is a deterministic ODE solver whose images look
+    # different. The price: its noise ignores the pipeline's generators, so make_scheduler seeds
+    # `noise_sampler_seed` from the request's seed(s), and the row is not batch-invariant (see batch_invariant).
+    Sampler(
+        "DPM++ SDE",
+        "DPMSolverSDEScheduler",
+        _K,
+        ("k_dpmpp_sde",),
+        _options(scheduler="karras", second_order=True, brownian_noise=True),
+        auto_schedule="karras",
+    ),
+    Sampler(
+        "DPM++ 2M SDE",
+        "DPMSolverMultistepScheduler",
+        _frozen(_DPMPP, algorithm_type="sde-dpmsolver++"),
+        ("k_dpmpp_2m_sde",),
+        _options(scheduler="exponential", brownian_noise=True),
+        auto_schedule="exponential",
+    ),
+    Sampler(
+        "DPM++ 2M SDE Heun",
+        "DPMSolverMultistepScheduler",
+        _frozen(_DPMPP, algorithm_type="sde-dpmsolver++", solver_type="heun"),
+        ("k_dpmpp_2m_sde_heun",),
+        _options(scheduler="exponential", brownian_noise=True, solver_type="heun"),
+        auto_schedule="exponential",
+    ),
+    # diffusers has no ancestral 2S; its docs call DPMSolverSinglestep (order 2, dpmsolver++) "very similar".
+    Sampler(
+        "DPM++ 2S a",
+        aliases=("k_dpmpp_2s_a",),
+        options=_options(scheduler="karras", uses_ensd=True, second_order=True),
+        auto_schedule="karras",
+        substitute="DPMSolverSinglestepScheduler",
+    ),
+    # diffusers 0.42 does have sde-dpmsolver++ at solver_order=3, but its 3rd-order term differs from
+    # k-diffusion's sample_dpmpp_3m_sde (the D2 coefficient is -phi_3 - 1 instead of -phi_3), so the tested
+    # 2nd-order SDE solver with the same Exponential default is the safer nearest.
+    Sampler(
+        "DPM++ 3M SDE",
+        aliases=("k_dpmpp_3m_sde",),
+        options=_options(scheduler="exponential", discard_next_to_last_sigma=True, brownian_noise=True),
+        auto_schedule="exponential",
+        substitute="DPM++ 2M SDE",
+    ),
+    Sampler(
+        "Euler a",
+        "EulerAncestralDiscreteScheduler",
+        _K,
+        ("k_euler_a", "k_euler_ancestral"),
+        _options(uses_ensd=True),
+    ),
+    Sampler("Euler", "EulerDiscreteScheduler", _K, ("k_euler",)),
+    Sampler("LMS", "LMSDiscreteScheduler", _K, ("k_lms",)),  # needs scipy
+    Sampler("Heun", "HeunDiscreteScheduler", _K, ("k_heun",), _options(second_order=True)),
+    Sampler(
+        "DPM2",
+        "KDPM2DiscreteScheduler",
+        _K,
+        ("k_dpm_2",),
+        _options(scheduler="karras", discard_next_to_last_sigma=True, second_order=True),
+        auto_schedule="karras",
+    ),
+    Sampler(
+        "DPM2 a",
+        "KDPM2AncestralDiscreteScheduler",
+        _K,
+        ("k_dpm_2_a",),
+        _options(scheduler="karras", discard_next_to_last_sigma=True, uses_ensd=True, second_order=True),
+        auto_schedule="karras",
+    ),
+    # DPM fast / adaptive are DPM-Solver steps uniform in log-sigma between the model's sigma_min and sigma_max
+    # (A1111 passes only those two, whatever the schedule type): that spacing is the Exponential schedule.
+    Sampler(
+        "DPM fast",
+        aliases=("k_dpm_fast",),
+        options=_options(uses_ensd=True),
+        auto_schedule="exponential",
+        substitute="DPM++ 2M",
+    ),
+    Sampler(
+        "DPM adaptive",
+        aliases=("k_dpm_ad",),
+        options=_options(uses_ensd=True),
+        auto_schedule="exponential",
+        substitute="DPM++ 2M",
+    ),
+    # Restart = Heun steps on Karras sigmas plus re-noised restart intervals: Heun on Karras sigmas is its core.
+    Sampler(
+        "Restart",
+        aliases=("restart",),
+        options=_options(scheduler="karras", second_order=True),
+        auto_schedule="karras",
+        substitute="Heun",
+    ),
+    Sampler(
+        "DDIM",
+        "DDIMScheduler",
+        _frozen(_DDIM_FIXES, **_LDM_TIMESTEPS),
+        ("ddim",),
+        timesteps=True,
+    ),
+    # CFG++ changes how guidance is applied, not the sampler: plain DDIM is what is left without it.
+    Sampler("DDIM CFG++", aliases=("ddim_cfgpp",), timesteps=True, substitute="DDIM"),
+    Sampler(
+        "PLMS",
+        "PNDMScheduler",
+        _frozen(_LDM_TIMESTEPS, skip_prk_steps=True, set_alpha_to_one=False),
+        ("plms",),
+        timesteps=True,
+    ),
+    # A1111's UniPC options: variant bh1, order 3, time_uniform skip type, lower_order_final. Its last step ends
+    # at t = 1/1000 (sigma_min), not at sigma 0, which is also what keeps diffusers' bh1 working: with
+    # final_sigmas_type="zero" (the default) the bh1 update computes inf * 0 and every image is NaN.
+    Sampler(
+        "UniPC",
+        "UniPCMultistepScheduler",
+        _frozen(
+            _K,
+            solver_type="bh1",
+            solver_order=3,
+            lower_order_final=True,
+            predict_x0=True,
+            final_sigmas_type="sigma_min",
+        ),
+        ("unipc",),
+        timesteps=True,
+    ),
+    Sampler("LCM", "LCMScheduler", aliases=("k_lcm",)),
+)
+
+_NOT_FOR_TXT2IMG = "does not work for SD/SDXL text-to-image in diffusers"
+
+# Diffusers class names (ModelsLab's `scheduler`): the 17 of the ModelsLab document in its order, then
+# LCMScheduler (ModelsLab's current list) and DPMSolverSDEScheduler (which "DPM++ SDE" runs). They keep diffusers'
+# semantics: the model's config, the class defaults, plus only what SD/SDXL need to work at all.
+DIFFUSERS_SAMPLERS: tuple[Sampler, ...] = (
+    Sampler("DDPMScheduler", "DDPMScheduler", _frozen(clip_sample=False)),
+    Sampler("DDIMScheduler", "DDIMScheduler", _DDIM_FIXES),
+    # without skip_prk_steps PNDM spends 2N-1 model calls on Runge-Kutta warm-up steps
+    Sampler("PNDMScheduler", "PNDMScheduler", _frozen(skip_prk_steps=True, set_alpha_to_one=False)),
+    Sampler("LMSDiscreteScheduler", "LMSDiscreteScheduler"),
+    Sampler("EulerDiscreteScheduler", "EulerDiscreteScheduler"),
+    Sampler("EulerAncestralDiscreteScheduler", "EulerAncestralDiscreteScheduler"),
+    Sampler("DPMSolverMultistepScheduler", "DPMSolverMultistepScheduler"),
+    Sampler("HeunDiscreteScheduler", "HeunDiscreteScheduler"),
+    Sampler("KDPM2DiscreteScheduler", "KDPM2DiscreteScheduler"),
+    Sampler("DPMSolverSinglestepScheduler", "DPMSolverSinglestepScheduler"),
+    Sampler("KDPM2AncestralDiscreteScheduler", "KDPM2AncestralDiscreteScheduler"),
+    Sampler("UniPCMultistepScheduler", "UniPCMultistepScheduler"),
+    # the inversion scheduler walks from image to noise: its forward twin is the one that samples
+    Sampler("DDIMInverseScheduler", substitute="DDIMScheduler", reason=_NOT_FOR_TXT2IMG),
+    Sampler("DEISMultistepScheduler", "DEISMultistepScheduler"),
+    Sampler("IPNDMScheduler", "IPNDMScheduler"),
+    # Karras et al. (2022) stochastic sampler for VE models (step() wants sample_hat): its deterministic core is
+    # Heun on Karras sigmas.
+    Sampler(
+        "KarrasVeScheduler",
+        auto_schedule="karras",
+        substitute="HeunDiscreteScheduler",
+        reason=_NOT_FOR_TXT2IMG,
+    ),
+    # score-SDE VE predictor(-corrector) (it has no step()): its reverse-diffusion predictor is an ancestral step.
+    Sampler("ScoreSdeVeScheduler", substitute="EulerAncestralDiscreteScheduler", reason=_NOT_FOR_TXT2IMG),
+    Sampler("LCMScheduler", "LCMScheduler"),
+    Sampler("DPMSolverSDEScheduler", "DPMSolverSDEScheduler"),
+)
+
+# Stability v1 `sampler` enum → a row name (reference/hosted_apis.md A.2).
+STABILITY_SAMPLERS: Mapping[str, str] = _frozen(
+    {
+        "DDIM": "DDIM",
+        "DDPM": "DDPMScheduler",
+        "K_DPMPP_2M": "DPM++ 2M",
+        "K_DPMPP_2S_ANCESTRAL": "DPM++ 2S a",
+        "K_DPM_2": "DPM2",
+        "K_DPM_2_ANCESTRAL": "DPM2 a",
+        "K_EULER": "Euler",
+        "K_EULER_ANCESTRAL": "Euler a",
+        "K_HEUN": "Heun",
+        "K_LMS": "LMS",
+    }
+)
+
+_ROWS: dict[str, Sampler] = {s.name: s for s in (*A1111_SAMPLERS, *DIFFUSERS_SAMPLERS)}
+
+_LOOKUP: dict[str, Sampler] = {}
+for _row in (*A1111_SAMPLERS, *DIFFUSERS_SAMPLERS):
+    for _n in (_row.name, *_row.aliases):
+        _LOOKUP.setdefault(_key(_n), _row)
+for _n, _target in STABILITY_SAMPLERS.items():
+    _LOOKUP.setdefault(_key(_n), _ROWS[_target])
+
+_VALID_NAMES: tuple[str, ...] = tuple(
+    dict.fromkeys((*(s.name for s in A1111_SAMPLERS), *STABILITY_SAMPLERS, *(s.name for s in DIFFUSERS_SAMPLERS)))
+)
+
+
+# ---------------------------------------------------------------------------------------------- resolving
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """What a job runs: the row actually used, its schedule type, and the diffusers scheduler to build."""
+
+    name: str  # the sampler name actually used ("DPM++ 2M" for a requested "DPM fast")
+    schedule: str  # the schedule label actually used, "Automatic" resolved as A1111's infotext does
+    scheduler_class: str
+    config: dict[str, Any] = field(hash=False)  # kwargs for Cls.from_config(base_config, **config)
+    notes: tuple[str, ...] = ()
+    batch_invariant: bool = True  # False: never merge this job with others into one pipeline call
+    requested: str = ""
+
+    @property
+    def key(self) -> tuple:
+        """Hashable identity of the scheduler to build: jobs with equal keys can share one scheduler config."""
+        return (self.scheduler_class, tuple(sorted((k, _hashable(v)) for k, v in self.config.items())))
+
+
+def valid_names() -> list[str]:
+    """Every sampler name we list: A1111 names, the Stability v1 enum, diffusers class names (aliases and legacy
+    combined names are accepted too but not listed)."""
+    return list(_VALID_NAMES)
+
+
+def _lookup_schedule(schedule: str | None) -> Schedule | None:
+    """None for an absent/empty schedule; raises InvalidRequest for an unknown one."""
+    if schedule is None or not str(schedule).strip():
+        return None
+    found = _SCHEDULE_LOOKUP.get(_key(str(schedule)))
+    if found is None:
+        valid = [s.name for s in SCHEDULES]
+        raise InvalidRequest(
+            f"unknown schedule type {schedule!r}; valid schedule types: {', '.join(valid)}",
+            details={"schedule": schedule, "valid": valid},
+        )
+    return found
+
+
+def _lookup_sampler(name: str) -> tuple[Sampler, Schedule | None] | None:
+    """The row for `name`, and the schedule a legacy combined name carries ("DPM++ 2M Karras")."""
+    key = _key(name)
+    row = _LOOKUP.get(key)
+    if row is not None:
+        return row, None
+    # A1111 1.9+ strips a trailing " <schedule label|name|alias>" (sd_samplers.get_sampler_and_scheduler)
+    for suffix, sched in _SCHEDULE_SUFFIXES:
+        if key.endswith(suffix):
+            row = _LOOKUP.get(key[: -len(suffix)].rstrip())
+            if row is not None:
+                return row, sched
+    for suffix, sched in _ALIAS_SUFFIXES:
+        if key.endswith(suffix):
+            row = _LOOKUP.get(key[: -len(suffix)])
+            if row is not None:
+                return row, sched
+    return None
+
+
+def _supports(cls: SchedulerClass, flags: Mapping[str, Any]) -> bool:
+    for k, v in flags.items():
+        if k in _SIGMA_FLAGS and v and not cls.sigma_flags:
+            return False
+        if k == "timestep_spacing" and not cls.spacing and cls.native_spacing != v:
+            return False
+    return True
+
+
+def _schedule_flags(cls: SchedulerClass, sched: Schedule | None) -> Mapping[str, Any]:
+    flags: dict[str, Any] = dict(_SIGMA_RESET) if cls.sigma_flags else {}
+    if sched is not None:
+        for k, v in sched.flags.items():
+            if k in _SIGMA_FLAGS and not cls.sigma_flags:
+                continue
+            if k in ("timestep_spacing", "steps_offset") and not cls.spacing:
+                continue  # _supports() already checked that the class spaces that way natively
+            flags[k] = v
+    return flags
+
+
+def resolve_sampler(name: str | None, schedule: str | None = None) -> SamplerChoice:
+    """Resolve a user's sampler name (+ optional A1111 schedule type) to the scheduler a job runs.
+
+    The caller picks the default name (None/"" is not decided here). An explicit schedule type other than
+    Automatic wins over one in a legacy combined name; "automatic"/None leaves the name's suffix in charge (A1111
+    ignores the suffix once any scheduler field is sent; webuiapi always sends "automatic", so we are lenient).
+    """
+    requested = "" if name is None else str(name)
+    found = _lookup_sampler(requested) if requested.strip() else None
+    if found is None:
+        raise UnknownSampler(requested, valid_names())
+    row, suffix_sched = found
+    explicit = _lookup_schedule(schedule)
+    notes: list[str] = []
+
+    sched = suffix_sched
+    if explicit is not None and explicit is not _AUTOMATIC:
+        if suffix_sched is not None and suffix_sched is not _AUTOMATIC and suffix_sched is not explicit:
+            notes.append(
+                f"schedule type {explicit.label!r} overrides {suffix_sched.label!r} from the sampler name"
+            )
+        sched = explicit
+    if sched is _AUTOMATIC:
+        sched = None
+
+    auto = _SCHEDULES[row.auto_schedule] if row.auto_schedule else None
+    used = row
+    while used.substitute:  # chains are one step long today; a loop keeps it honest
+        used = _ROWS[used.substitute]
+    if used is not row:
+        notes.append(f"{row.name!r} {row.reason}; ran {used.name}")
+    cls = _CLASSES[used.scheduler_class]
+
+    if row.timesteps or used.timesteps:
+        if sched is not None:
+            notes.append(f"{used.name} is a timestep sampler and ignores the schedule type {sched.label!r}")
+        sched = None
+    else:
+        if sched is None:
+            sched = auto
+        if sched is not None and sched.nearest:
+            nearest = _SCHEDULES[sched.nearest]
+            notes.append(
+                f"schedule type {sched.label!r} has no diffusers equivalent; ran {nearest.label} ({sched.why})"
+            )
+            sched = nearest
+        if sched is not None and not _supports(cls, sched.flags):
+            fallback = auto if auto is not None and _supports(cls, auto.flags) else None
+            who = cls.name if used.name == cls.name else f"{used.name} ({cls.name})"
+            notes.append(
+                f"{who} cannot run the {sched.label} schedule in diffusers; "
+                f"ran {(fallback or _AUTOMATIC).label}"
+            )
+            sched = fallback
+
+    config = {**used.config, **_schedule_flags(cls, sched)}
+    return SamplerChoice(
+        name=used.name,
+        schedule=sched.label if sched is not None else _AUTOMATIC.label,
+        scheduler_class=cls.name,
+        config=config,
+        notes=tuple(notes),
+        batch_invariant=cls.batch_invariant,
+        requested=requested,
+    )
+
+
+# ------------------------------------------------------------------------------------- building schedulers
+
+
+@lru_cache(maxsize=None)
+def scheduler_class(name: str) -> type:
+    """The diffusers class called `name` (imported once)."""
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, set):
+        return tuple(sorted(v))
+    return v
+
+
+# Prototype schedulers by (class, base config, choice config). from_config costs 1-3 ms (and 30-45 ms for
+# DPMSolverSDEScheduler, whose __init__ computes 1000 second-order timesteps); a deepcopy of a prototype costs
+# 0.15-0.6 ms and gives a scheduler no other job shares (set_timesteps/step mutate it).
+_PROTOTYPES: OrderedDict[tuple, Any] = OrderedDict()
+_PROTOTYPES_MAX = 64
+_PROTOTYPES_LOCK = threading.Lock()
+
+
+def make_scheduler(base_scheduler, choice: SamplerChoice, seed: int | Sequence[int] | None = None):
+    """A new scheduler for `choice`, built as `Cls.from_config(base_scheduler.config, **choice.config)` so the
+    model's betas, prediction_type etc. are kept. The base scheduler is never modified.
+
+    `seed` only matters for DPMSolverSDEScheduler ("DPM++ SDE"), whose noise ignores the pipeline's generators:
+    pass the per-image seeds of the call (a list, one per image in batch order) and each image gets its own
+    Brownian tree, as in A1111, so image k equals a solo run with its seed; an int seeds one tree for the whole
+    batch (diffusers' behaviour: only a batch of one is reproducible alone). None: random noise.
+    """
+    cls = scheduler_class(choice.scheduler_class)
+    key = (choice.scheduler_class, _hashable(base_scheduler.config), choice.key[1])
+    with _PROTOTYPES_LOCK:
+        proto = _PROTOTYPES.get(key)
+        if proto is not None:
+            _PROTOTYPES.move_to_end(key)
+    if proto is None:
+        proto = cls.from_config(base_scheduler.config, **choice.config)
+        with _PROTOTYPES_LOCK:
+            _PROTOTYPES[key] = proto
+            while len(_PROTOTYPES) > _PROTOTYPES_MAX:
+                _PROTOTYPES.popitem(last=False)
+    scheduler = copy.deepcopy(proto)
+    if _CLASSES[choice.scheduler_class].seeded_by_config and seed is not None:
+        value = int(seed) if isinstance(seed, int) else [int(s) for s in seed]
+        scheduler.register_to_config(noise_sampler_seed=value)
+        scheduler.noise_sampler_seed = value
+    return scheduler
+
+
+# ------------------------------------------------------------------------------------------- listings
+
+
+def a1111_samplers() -> list[dict]:
+    """GET /sdapi/v1/samplers: [{"name", "aliases", "options"}] in A1111's order."""
+    return [{"name": s.name, "aliases": list(s.aliases), "options": dict(s.options)} for s in A1111_SAMPLERS]
+
+
+def a1111_schedulers() -> list[dict]:
+    """GET /sdapi/v1/schedulers: [{"name", "label", "aliases", "default_rho", "need_inner_model"}]."""
+    return [
+        {
+            "name": s.name,
+            "label": s.label,
+            "aliases": list(s.aliases) if s.aliases else None,
+            "default_rho": float(s.default_rho),
+            "need_inner_model": s.need_inner_model,
+        }
+        for s in SCHEDULES
+    ]
+
+
+def stability_samplers() -> list[str]:
+    """The Stability v1 `sampler` enum."""
+    return list(STABILITY_SAMPLERS)
+
+
+def diffusers_schedulers() -> list[str]:
+    """The diffusers class names accepted as sampler names (ModelsLab's `scheduler` values and more)."""
+    return [s.name for s in DIFFUSERS_SAMPLERS]

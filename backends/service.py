@@ -1,0 +1,112 @@
+"""Wires the backend together: models, engine and the one job queue that every route and tab shares."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import Config, ConfigError
+from .job import Job, Result
+from .local.engine import LocalEngine
+from .local.models import ModelManager
+from .queue import JobQueue, Ticket
+
+log = logging.getLogger(__name__)
+
+DEMO_NOTE = "demo model: random weights, images are noise"
+
+# In --demo every model or engine name a client may send lands on a tiny model of the matching family.
+DEMO_ALIASES = {
+    "stable-diffusion-xl-1024-v1-0": "tiny-sdxl",
+    "stable-diffusion-xl-1024-v0-9": "tiny-sdxl",
+    "stable-diffusion-xl-beta-v2-2-2": "tiny-sd1",
+    "stable-diffusion-v1-6": "tiny-sd1",
+    "stable-diffusion-v1-5": "tiny-sd1",
+    "stable-diffusion-512-v2-1": "tiny-sd1",
+    "stable-diffusion-768-v2-1": "tiny-sd1",
+    "core": "tiny-sdxl",
+    "ultra": "tiny-sdxl",
+    "sd3": "tiny-sdxl",
+}
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def pick_device(name: str) -> str:
+    if name != "auto":
+        available = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available(),
+            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        }
+        if not available.get(name, False):
+            raise ConfigError(f"--device {name}: no such device on this machine")
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        # Half precision where the device is made for it; fp32 on CPU keeps results exact and portable.
+        return torch.float16 if device in ("cuda", "mps") else torch.float32
+    return DTYPES[name]
+
+
+@dataclass
+class Service:
+    config: Config
+    models: ModelManager
+    engine: LocalEngine
+    queue: JobQueue
+    device: str
+    dtype: torch.dtype
+
+    def submit(self, job: Job) -> Ticket:
+        return self.queue.submit(job)
+
+    def run(self, job: Job, timeout: float | None = None) -> Result:
+        return self.queue.run(job, timeout)
+
+    async def run_async(self, job: Job) -> Result:
+        return await self.queue.run_async(job)
+
+    @property
+    def demo(self) -> bool:
+        return self.config.demo
+
+    def close(self) -> None:
+        self.queue.close()
+
+
+def create_service(config: Config) -> Service:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    aliases = dict(config.model_aliases)
+    default = config.model
+    if config.demo:
+        from .local.tiny import write_tiny_models
+
+        write_tiny_models(Path(config.models_dir))
+        default = default or "tiny-sd1"
+        aliases = {**DEMO_ALIASES, **aliases}
+        log.warning(DEMO_NOTE)
+    models = ModelManager(
+        Path(config.models_dir),
+        default=default,
+        aliases=aliases,
+        device=device,
+        dtype=dtype,
+        cache_size=config.model_cache_size,
+    )
+    engine = LocalEngine(models, config.limits)
+    queue = JobQueue(engine.generate, max_pending=config.max_pending)
+    return Service(config=config, models=models, engine=engine, queue=queue, device=device, dtype=dtype)

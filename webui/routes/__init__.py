@@ -1,0 +1,1 @@
+"""HTTP routers, one per API dialect. Each is thin: it binds paths to the dialect's methods and adds auth."""
