@@ -145,6 +145,7 @@ class Result:
     schedule: str  # the A1111 schedule type actually used
     scheduler_class: str  # the diffusers scheduler class that ran
     notes: list[str] = field(default_factory=list)  # e.g. a sampler mapped to its nearest equivalent
+    loras: list[Lora] = field(default_factory=list)  # the LoRAs applied (the job's own and prompt tags)
     interrupted: bool = False
     skipped: bool = False
     timings: dict[str, float] = field(default_factory=dict)

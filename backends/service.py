@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
 from .config import Config, ConfigError
 from .job import Job, Result
+from .keys import ApiKeys
 from .local.engine import LocalEngine
 from .local.models import ModelManager
 from .queue import JobQueue, Ticket
@@ -31,6 +35,12 @@ DEMO_ALIASES = {
     "ultra": "tiny-sdxl",
     "sd3": "tiny-sdxl",
 }
+
+# Callbacks told of every ticket submitted from the current context (see Service.watch). A context variable,
+# not a list on the service: each UI event watches only the jobs its own dialect call submits.
+_watchers: contextvars.ContextVar[tuple[Callable[[Ticket], None], ...]] = contextvars.ContextVar(
+    "sdgate_ticket_watchers", default=()
+)
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -67,15 +77,31 @@ class Service:
     queue: JobQueue
     device: str
     dtype: torch.dtype
+    keys: ApiKeys
 
     def submit(self, job: Job) -> Ticket:
-        return self.queue.submit(job)
+        ticket = self.queue.submit(job)
+        for watcher in _watchers.get():
+            watcher(ticket)
+        return ticket
 
     def run(self, job: Job, timeout: float | None = None) -> Result:
-        return self.queue.run(job, timeout)
+        return self.submit(job).result(timeout)
 
     async def run_async(self, job: Job) -> Result:
-        return await self.queue.run_async(job)
+        return await self.submit(job).wait()
+
+    @contextlib.contextmanager
+    def watch(self, callback: Callable[[Ticket], None]) -> Iterator[None]:
+        """Call `callback(ticket)` for each job submitted from this context (and from the tasks and
+        `asyncio.to_thread` calls it starts, which copy the context). The web UI runs a dialect's request
+        inside this to learn the tickets that request creates, so that it can show their progress and
+        interrupt or skip them: the caller's own jobs, never another user's."""
+        token = _watchers.set((*_watchers.get(), callback))
+        try:
+            yield
+        finally:
+            _watchers.reset(token)
 
     @property
     def demo(self) -> bool:
@@ -109,4 +135,7 @@ def create_service(config: Config) -> Service:
     )
     engine = LocalEngine(models, config.limits)
     queue = JobQueue(engine.generate, max_pending=config.max_pending)
-    return Service(config=config, models=models, engine=engine, queue=queue, device=device, dtype=dtype)
+    return Service(
+        config=config, models=models, engine=engine, queue=queue, device=device, dtype=dtype,
+        keys=ApiKeys(config.raw),
+    )

@@ -220,3 +220,35 @@ def test_progress_reports_steps_and_previews(engine):
         assert ticket.progress.preview.size == (SIZE // 8, SIZE // 8)
     finally:
         queue.close()
+
+
+# --- LoRA ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["tiny-sd1", "tiny-sdxl"])
+def test_a_lora_changes_the_image_and_switches_off_again(engine, model):
+    from backends.job import Lora
+
+    plain = engine.generate(job(model=model))
+    tagged = engine.generate(job(model=model, prompt=f"a red fox in the snow <lora:{model}-lora:1.0>"))
+    listed = engine.generate(job(model=model, loras=[Lora(f"{model}-lora", 1.0)]))
+    half = engine.generate(job(model=model, loras=[Lora(f"{model}-lora", 0.5)]))
+    after = engine.generate(job(model=model))
+    assert png_bytes(tagged.images[0]) != png_bytes(plain.images[0])
+    assert png_bytes(tagged.images[0]) == png_bytes(listed.images[0])  # the tag text itself is not encoded
+    assert png_bytes(half.images[0]) not in (png_bytes(plain.images[0]), png_bytes(listed.images[0]))
+    assert png_bytes(after.images[0]) == png_bytes(plain.images[0])
+    assert [(l.name, l.weight) for l in listed.loras] == [(f"{model}-lora", 1.0)]
+
+
+def test_unknown_or_mismatched_loras_are_clear_errors(engine):
+    from backends.job import Lora
+
+    before = png_bytes(engine.generate(job()).images[0])
+    with pytest.raises(InvalidRequest, match="not found.*tiny-sd1-lora"):
+        engine.generate(job(loras=[Lora("no-such-lora")]))
+    with pytest.raises(InvalidRequest, match="cannot be used"):
+        engine.generate(job(model="tiny-sd1", loras=[Lora("tiny-sdxl-lora")]))
+    with pytest.raises(InvalidRequest, match="weight must be a number"):
+        engine.generate(job(prompt="a fox <lora:tiny-sd1-lora:lots>"))
+    assert png_bytes(engine.generate(job()).images[0]) == before  # no half-loaded adapter left behind

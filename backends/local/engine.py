@@ -12,7 +12,8 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image
 
 from ..config import Limits
-from ..job import InvalidRequest, Job, Result
+from ..job import InvalidRequest, Job, Lora, Result
+from .loras import LoraLibrary, apply_loras
 from .models import ModelManager
 from .previews import latent_preview
 from .prompt_parser import strip_extra_networks
@@ -41,6 +42,21 @@ class _NoControl:
         pass
 
 
+def loras_from_tags(networks: list[tuple[str, list[str]]]) -> list[Lora]:
+    """[("lora", ["name", "0.8"]), ...] → Loras; other network types (hypernet, ...) are not supported."""
+    loras = []
+    for kind, args in networks:
+        if kind != "lora":
+            log.warning("ignoring unsupported extra network <%s:%s>", kind, ":".join(args))
+            continue
+        try:
+            weight = float(args[1]) if len(args) > 1 and args[1] else 1.0
+        except ValueError:
+            raise InvalidRequest(f"<lora:{':'.join(args)}>: the weight must be a number") from None
+        loras.append(Lora(args[0], weight))
+    return loras
+
+
 def resolve_seeds(seed: int | None, count: int) -> list[int]:
     """A1111's rule: -1 (or None) draws a random seed; image i uses seed + i."""
     if seed is None or int(seed) < 0:
@@ -52,6 +68,7 @@ class LocalEngine:
     def __init__(self, models: ModelManager, limits: Limits | None = None):
         self.models = models
         self.limits = limits or Limits()
+        self.loras = LoraLibrary(models.models_dir)
 
     def validate(self, job: Job) -> None:
         lim = self.limits
@@ -84,9 +101,11 @@ class LocalEngine:
         t_loaded = time.perf_counter()
 
         seeds = resolve_seeds(job.seed, job.image_count)
-        # LoRA tags are not applied yet; strip them so they are not encoded as text.
-        prompt, _networks = strip_extra_networks(job.prompt)
+        # `<lora:name:weight>` tags in the prompt (A1111) add to the job's own LoRA list (ModelsLab, UI).
+        prompt, networks = strip_extra_networks(job.prompt)
         negative, _ = strip_extra_networks(job.negative_prompt)
+        loras = job.loras + loras_from_tags(networks)
+        apply_loras(loaded.pipe, loras, self.loras)
 
         images: list[Image.Image] = []
         interrupted = skipped = False
@@ -138,6 +157,7 @@ class LocalEngine:
             schedule=choice.schedule,
             scheduler_class=choice.scheduler_class,
             notes=list(choice.notes),
+            loras=loras,
             interrupted=interrupted,
             skipped=skipped,
             timings=timings,

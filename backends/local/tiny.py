@@ -151,10 +151,12 @@ def tiny_model_name(family: str) -> str:
 def write_tiny_models(models_dir: Path) -> dict[str, Path]:
     """Write each tiny model as a diffusers folder and as an A1111 single file under models_dir/Stable-diffusion.
 
-    Returns {"tiny-sd1": folder, "tiny-sd1.safetensors": file, ...}. Models already there from the same recipe are
+    Also writes a random LoRA for each under models_dir/Lora (tiny-sd1-lora.safetensors, ...).
+    Returns {"tiny-sd1": folder, "tiny-sd1.safetensors": file, "tiny-sd1-lora.safetensors": lora, ...}. Models already there from the same recipe are
     kept; each one is written under a temporary name and renamed into place, so an interrupted build is never used.
     """
     from .ldm_export import export_single_file
+    from .loras import write_tiny_lora
     from .models import quiet_progress
 
     target_dir = Path(models_dir) / "Stable-diffusion"
@@ -163,16 +165,22 @@ def write_tiny_models(models_dir: Path) -> dict[str, Path]:
     for family in TINY_FAMILIES:
         name, stamp = tiny_model_name(family), _recipe_stamp(family)
         folder, single_file = target_dir / name, target_dir / f"{name}.safetensors"
+        lora_file = Path(models_dir) / "Lora" / f"{name}-lora.safetensors"
         folder_ok, file_ok = _folder_stamp(folder) == stamp, _file_stamp(single_file) == stamp
-        if not (folder_ok and file_ok):
+        # the LoRA's shapes follow the recipe: rebuild it whenever the model is rebuilt
+        lora_ok = folder_ok and file_ok and lora_file.is_file()
+        if not lora_ok:
             pipe = build_tiny_pipeline(family)
             with quiet_progress():
                 if not folder_ok:
                     _write_atomically(folder, partial(_save_folder, pipe, stamp))
                 if not file_ok:
                     _write_atomically(single_file, partial(export_single_file, pipe, metadata={STAMP_KEY: stamp}))
+                lora_file.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomically(lora_file, partial(write_tiny_lora, pipe))
         written[name] = folder
         written[single_file.name] = single_file
+        written[lora_file.name] = lora_file
     return written
 
 
