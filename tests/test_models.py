@@ -193,7 +193,10 @@ def test_switching_back_to_a_cached_model_is_free(manager):
 
 def test_write_tiny_models_is_idempotent(tiny_models_dir):
     paths = write_tiny_models(tiny_models_dir)
-    assert set(paths) == {"tiny-sd1", "tiny-sd1.safetensors", "tiny-sdxl", "tiny-sdxl.safetensors"}
+    assert set(paths) == {
+        "tiny-sd1", "tiny-sd1.safetensors", "tiny-sd1-lora.safetensors",
+        "tiny-sdxl", "tiny-sdxl.safetensors", "tiny-sdxl-lora.safetensors",
+    }
     mtimes = {name: os.stat(path).st_mtime_ns for name, path in paths.items()}
     start = time.perf_counter()
     write_tiny_models(tiny_models_dir)
