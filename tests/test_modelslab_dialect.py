@@ -1,0 +1,357 @@
+"""The ModelsLab dialect without a server: body coercion, limits, the request → Job translation, the error
+shape, settings, webhook rules, and the reverse pair the relay uses (Job → ModelsLab request, ModelsLab answer → Result)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from backends.config import ConfigError
+from backends.dialects import modelslab as d
+from backends.dialects.modelslab_jobs import JobStore, Record, webhook_problem
+from backends.job import (
+    GenerationFailed,
+    InvalidRequest,
+    Job,
+    Lora,
+    ModelInfo,
+    ModelNotFound,
+    ModelUnavailable,
+    QueueFull,
+    SdgateError,
+)
+
+MODEL = ModelInfo(name="tiny-sd1", title="tiny-sd1 [abc]", source="/m/tiny-sd1", kind="folder", hash="abc")
+V6 = d.FAMILY["v6"]
+
+
+def plan(settings: d.Settings | None = None, **body):
+    req = d.parse_request({"prompt": "a cat", "model_id": "sd15", **body})
+    d.check(req, V6)
+    return d.build_plan(req, model=MODEL, model_id=req.model_id, settings=settings or d.Settings(),
+                        rng=random.Random(0))
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("yes", True), ("YES", True), (" Yes ", True), (True, True), ("true", True), ("TRUE", True), (1, True),
+    ("1", True), ("no", False), ("No", False), (False, False), ("false", False), (0, False), ("0", False),
+    (None, None), ("", None),
+])
+def test_flags_accept_every_documented_form(value, expected):
+    assert d.parse_flag(value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, [], {}])
+def test_other_flag_values_are_errors(value):
+    with pytest.raises(ValueError, match="must be yes or no"):
+        d.parse_flag(value, "upscale")
+
+
+def test_numbers_as_strings_ints_or_floats():
+    req = d.parse_request({"width": "512", "height": 768.0, "samples": " 2 ", "guidance_scale": "7.5",
+                           "num_inference_steps": 20, "clip_skip": "2", "seed": "123"})
+    assert (req.width, req.height, req.samples, req.guidance_scale, req.num_inference_steps, req.clip_skip,
+            req.seed) == (512, 768, 2, 7.5, 20, 2, 123)
+    for field, value, message in (("width", "5.5", "whole number"), ("samples", "two", "must be a number"),
+                                  ("width", True, "must be a number"), ("guidance_scale", "nan", "must be a number")):
+        with pytest.raises(InvalidRequest, match=f"{field} .*{message}"):
+            d.parse_request({field: value})
+
+
+@pytest.mark.parametrize("seed", [None, "", -1, "-1"])
+def test_null_empty_and_minus_one_seeds_are_random(seed):
+    assert d.parse_request({"seed": seed}).seed is None
+
+
+def test_nulls_mean_defaults_and_unknown_fields_are_listed():
+    p = plan(width=None, samples=None, scheduler=None, negative_prompt=None, other="x")
+    assert (p.job.width, p.job.batch_size, p.job.sampler, p.job.negative_prompt) == (
+        512, 1, "UniPCMultistepScheduler", "")
+    assert p.meta["ignored_fields"] == ["other"]
+
+
+def test_check_messages():
+    def message(**body):
+        req = d.parse_request({"prompt": "a cat", "model_id": "m", **body})
+        with pytest.raises(InvalidRequest) as e:
+            d.check(req, V6)
+        return e.value.message
+
+    assert message(prompt=None) == "prompt is required"
+    assert message(model_id=None) == "model_id is required"
+    assert message(samples=0) == "samples must be between 1 and 4"
+    assert message(width=1100) == "width must be between 256 and 1024"
+    assert message(height=500) == "height must be divisible by 8"
+    assert message(guidance_scale=0.5) == "guidance_scale must be between 1 and 20"
+    assert message(algorithm_type="other") == "algorithm_type must be one of none, dpmsolver+++"
+    d.check(d.parse_request({"prompt": "a cat"}), d.FAMILY["v3"])  # v3 text2img has no model_id
+
+
+def test_loras():
+    assert d.parse_loras("a, b", "0.6,0.8") == [Lora("a", 0.6), Lora("b", 0.8)]
+    assert d.parse_loras(["a"], 0.5) == [Lora("a", 0.5)]
+    assert d.parse_loras("a,b", None) == [Lora("a", 1.0), Lora("b", 1.0)]
+    assert d.parse_loras(None, "0.5") == []
+    with pytest.raises(InvalidRequest, match="one value per lora_model"):
+        d.parse_loras("a,b", "0.6")
+    with pytest.raises(InvalidRequest, match="between 0.1 and 1"):
+        d.parse_loras("a", "1.5")
+
+
+# ------------------------------------------------------------------------------------------ request → job
+
+
+def test_plan_translates_every_field_and_draws_the_seed():
+    p = plan(width="768", height=512, samples="3", num_inference_steps="25", guidance_scale=5, clip_skip="1",
+             scheduler="EulerDiscreteScheduler", use_karras_sigmas="yes", lora_model="x", lora_strength="0.5",
+             negative_prompt="blurry", base64="yes", upscale=True, webhook="http://h/x", track_id=7, seed=None)
+    job = p.job
+    assert (job.width, job.height, job.batch_size, job.n_iter, job.steps, job.cfg_scale, job.clip_skip) == (
+        768, 512, 3, 1, 25, 5.0, 1)
+    assert (job.sampler, job.schedule, job.model, job.loras) == (
+        "EulerDiscreteScheduler", "Karras", MODEL.title, [Lora("x", 0.5)])
+    assert job.seed >= 0 and p.meta["seed"] == job.seed and p.meta["seeds"] == [job.seed + i for i in range(3)]
+    assert job.source == "modelslab" and job.prompt_weighting
+    assert p.base64 and p.upscale and p.webhook == "http://h/x" and p.track_id == 7
+    assert p.meta["use_karras_sigmas"] == "yes" and p.meta["upscale"] == "yes" and p.meta["lora"] == "x"
+
+
+def test_karras_off_and_schedulers_that_cannot_run_karras():
+    assert plan(use_karras_sigmas="no").job.schedule is None
+    ddim = plan(scheduler="DDIMScheduler")  # karras is on by default; DDIM has no sigma flags
+    assert ddim.meta["scheduler"] == "DDIMScheduler" and any("Karras" in n for n in ddim.meta["notes"])
+
+
+def test_unusable_schedulers_fall_back_and_say_so():
+    p = plan(scheduler="KarrasVeScheduler")
+    assert p.meta["scheduler"] == "HeunDiscreteScheduler" and p.meta["scheduler_requested"] == "KarrasVeScheduler"
+    with pytest.raises(InvalidRequest, match="not supported"):
+        plan(scheduler="Nope")
+
+
+def test_steps_capped_at_the_configured_maximum():
+    p = plan(d.Settings(max_steps=10), num_inference_steps=30)
+    assert p.job.steps == 10 and p.meta["steps"] == 10 and "capped at 10" in p.meta["notes"][-1]
+
+
+def test_options_without_local_effect_are_listed_only_when_asked_for():
+    defaults = plan().meta["not_applied"]
+    assert set(defaults) == {"safety_checker", "enhance_prompt", "tomesd"}  # the three that default to yes
+    off = plan(safety_checker="no", enhance_prompt=False, tomesd="no").meta["not_applied"]
+    assert off == {}
+    on = plan(panorama="yes", self_attention=1, multi_lingual="true", vae="x", embeddings_model="e",
+              algorithm_type="dpmsolver+++", highres_fix="yes", temp="yes").meta["not_applied"]
+    assert {"panorama", "self_attention", "multi_lingual", "vae", "embeddings_model", "algorithm_type",
+            "highres_fix", "temp"} <= set(on)
+
+
+def test_infotext_is_a1111_style():
+    p = plan(seed=5, negative_prompt="dog")
+    result = SimpleNamespace(scheduler_class="UniPCMultistepScheduler", schedule="Karras", seeds=[5], model=MODEL)
+    text = d.infotext(p.job, result)
+    assert text.startswith("a cat\nNegative prompt: dog\nSteps: 20, Sampler: UniPCMultistepScheduler")
+    assert "Seed: 5" in text and "Size: 512x512" in text and "Clip skip: 2" in text
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def test_error_shape_and_status():
+    assert d.error_response(InvalidRequest("samples must be between 1 and 4")) == (
+        400, {"status": "error", "message": "samples must be between 1 and 4",
+              "messege": "samples must be between 1 and 4"})
+    assert d.error_response(d.InvalidKey("Invalid API key"))[0] == 401
+    status, body = d.error_response(d.RateLimited("Rate limit exceeded.", retry_after=12))
+    assert status == 429 and body["retry_after"] == 12
+    status, body = d.error_response(QueueFull("full"))
+    assert status == 429 and body["retry_after"] == 30
+    status, body = d.error_response(RuntimeError("secret path /x"))
+    assert status == 500 and "secret" not in body["message"]
+    assert d.error_response(ModelNotFound("Model not found: x"), always_200=True)[0] == 200
+
+
+def test_settings_from_config():
+    s = d.Settings.from_config({"modelslab": {"sync_wait": 0, "webhook_hosts": "hooks.local", "max_queued": "7",
+                                              "public_url": "https://sd.example/"}})
+    assert (s.sync_wait, s.webhook_hosts, s.max_queued, s.public_url) == (0, ["hooks.local"], 7,
+                                                                           "https://sd.example")
+    assert d.Settings.from_config({}).sync_wait == 20 and d.Settings.from_config(None).webhook_hosts == []
+    for bad in ({"sync_wait": -1}, {"max_queued": 0}, {"max_steps": "many"}):
+        with pytest.raises(ConfigError):
+            d.Settings.from_config({"modelslab": bad})
+
+
+def test_webhook_hosts_must_be_allowed():
+    assert webhook_problem("http://127.0.0.1:9/x", ["127.0.0.1"]) is None
+    assert webhook_problem("https://Hooks.Example/x", ["hooks.example"]) is None
+    assert webhook_problem("https://anything/x", ["*"]) is None
+    assert "not allowed (allowed: none" in webhook_problem("http://example.com/x", [])
+    assert "http(s) URL" in webhook_problem("file:///etc/passwd", ["*"])
+
+
+def test_webhook_payloads():
+    record = Record(id=3, fetch_path="/f", links=["u"], meta={"seed": 1}, job=Job(), track_id="t")
+    record.status, record.error = "failed", GenerationFailed("boom")
+    assert d.webhook_payload(record) == {"status": "failed", "id": 3, "message": "boom", "messege": "boom",
+                                         "track_id": "t"}
+    record.status, record.response = "success", {"output": ["u"], "generationTime": 1.5, "meta": {"seed": 1}}
+    assert d.webhook_payload(record) == {"status": "success", "id": 3, "output": ["u"], "generationTime": 1.5,
+                                         "track_id": "t", "meta": {"seed": 1}}
+
+
+def test_store_expiry_and_eta():
+    store = JobStore(expiry_s=10)
+    a = Record(id=store.new_id(), fetch_path="/f", links=[], meta={}, job=Job(steps=10))
+    b = Record(id=store.new_id(), fetch_path="/f", links=[], meta={}, job=Job(steps=10))
+    assert b.id == a.id + 1 and a.id > 0
+    store.add(a)
+    store.add(b)
+    a.status, a.finished = "success", 100.0
+    assert store.in_flight() == 1
+    store.sweep(now=105)
+    assert store.get(a.id) is a or store.get(a.id) is None  # get() sweeps with the real clock
+    store.sweep(now=200)
+    assert store.records() == [b]
+    ticket = SimpleNamespace(job=b.job, done=lambda: False, progress=SimpleNamespace(fraction=0.5))
+    b.ticket = ticket
+    queue = SimpleNamespace(current=ticket, pending=lambda: [])
+    store.rate = 1.0
+    assert store.eta(b, queue) == 5.0  # half of 10 units left
+    store.observe(Job(steps=10), 2.0)
+    assert store.rate == pytest.approx(0.7 + 0.3 * 0.2)
+
+
+def test_unknown_model_ids_outside_demo_are_model_not_found(model_manager):
+    service = SimpleNamespace(models=model_manager, demo=False)
+    api = d.ModelslabApi.__new__(d.ModelslabApi)
+    api.service = service
+    with pytest.raises(ModelNotFound, match="^Model not found: sd15$"):
+        api._resolve_model("sd15")
+    assert api._resolve_model("tiny-sd1")[0].name == "tiny-sd1"
+    service.demo = True
+    info, notes = api._resolve_model("juggernaut-xl")
+    assert info.name == "tiny-sdxl" and "--demo ran tiny-sdxl" in notes[0]
+
+
+# ================================================================================= the reverse pair (relay)
+
+
+def test_job_to_request_is_what_the_sdk_sends():
+    job = Job(prompt="a fox", negative_prompt="blur", width=768, height=512, steps=25, cfg_scale=6.5,
+              sampler="DPMSolverMultistepScheduler", schedule="Karras", seed=42, batch_size=2, model="sdxl",
+              clip_skip=1, loras=[Lora("a", 0.5), Lora("b", 1.0)])
+    up = d.job_to_request(job)
+    assert up.method == "POST" and up.path == "/api/v6/images/text2img" and up.json["key"] is None
+    body = up.json
+    assert (body["model_id"], body["width"], body["height"], body["samples"], body["num_inference_steps"],
+            body["guidance_scale"], body["seed"], body["clip_skip"]) == ("sdxl", 768, 512, 2, 25, 6.5, 42, 1)
+    assert body["scheduler"] == "DPMSolverMultistepScheduler" and body["use_karras_sigmas"] == "yes"
+    assert body["lora_model"] == "a,b" and body["lora_strength"] == "0.5,1"
+    assert body["enhance_prompt"] == body["tomesd"] == body["upscale"] == body["safety_checker"] == "no"
+    assert up.unsupported == [] and up.notes == []
+
+
+def test_job_to_request_reports_what_it_cannot_carry():
+    job = Job(prompt="x", sampler="Euler a", schedule="Exponential", seed=-1, eta=0.5, prompt_weighting=False,
+              init_image=Image.new("RGB", (8, 8)), preview_every=2)
+    up = d.job_to_request(job, family="v3", base64=True)
+    assert up.path == "/api/v3/text2img" and "model_id" not in up.json and up.json["seed"] is None
+    assert up.json["scheduler"] == "EulerAncestralDiscreteScheduler" and up.json["base64"] == "yes"
+    assert set(up.unsupported) == {"schedule", "eta", "prompt_weighting", "init_image", "preview_every"}
+    assert "sent as scheduler EulerAncestralDiscreteScheduler" in up.notes[0]
+    with pytest.raises(InvalidRequest, match="at most 4"):
+        d.job_to_request(Job(prompt="x", batch_size=3, n_iter=2))
+
+
+def test_a_request_survives_the_round_trip_through_a_job():
+    """ModelsLab body → Job → ModelsLab body (what the relay sends) → Job: the same image would be made."""
+    first = plan(width=640, height=384, samples=2, num_inference_steps=12, guidance_scale=4, seed=99, clip_skip=1,
+                 scheduler="HeunDiscreteScheduler", use_karras_sigmas="no", negative_prompt="ugly").job
+    body = d.job_to_request(first, model_id="sd15").json
+    second = plan(**{k: v for k, v in body.items() if k != "key"}).job
+    keys = ("prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler", "schedule", "seed",
+            "batch_size", "n_iter", "clip_skip", "loras", "prompt_weighting")
+    assert {k: getattr(first, k) for k in keys} == {k: getattr(second, k) for k in keys}
+
+
+def test_parse_success_processing_and_fetch():
+    done = d.parse_response(200, {"status": "success", "id": 5, "output": ["https://cdn/g/a-0.png"],
+                                  "generationTime": 2.5, "meta": {"seed": 11}})
+    assert isinstance(done, d.Finished) and done.output == ["https://cdn/g/a-0.png"] and done.generation_time == 2.5
+    # the legacy M3 shape: `messege`, output "" and no future_links
+    pending = d.parse_response(200, {"status": "processing", "eta": "12.5", "messege": "Try...", "output": "",
+                                     "fetch_result": "https://gw.example/sd/api/v3/fetch/77", "id": 77})
+    assert isinstance(pending, d.Pending) and pending.eta == 12.5 and pending.future_links == []
+    under = d.fetch_request(pending, base_url="https://gw.example/sd")
+    assert under.path == "/api/v3/fetch/77" and under.json == {"key": None}
+    foreign = d.fetch_request(pending, base_url="https://other.example")
+    assert foreign.path == "/api/v6/images/fetch/77"  # never post the key to a host we were not given
+    assert d.fetch_request(9, family="enterprise").path == "/api/v1/enterprise/fetch/9"
+
+
+@pytest.mark.parametrize("status,body,kind,upstream_status", [
+    (400, {"status": "error", "message": "samples must be between 1 and 4"}, InvalidRequest, 400),
+    (200, {"status": "error", "messege": "width must be between 256 and 1024"}, InvalidRequest, 400),
+    (401, {"status": "error", "message": "Invalid API key"}, d.InvalidKey, 401),
+    (200, {"status": "error", "message": "Invalid API key"}, d.InvalidKey, 401),
+    (429, {"status": "error", "message": "Rate limit exceeded.", "retry_after": 30}, d.RateLimited, 429),
+    (200, {"status": "error", "message": "Model not found: x"}, ModelNotFound, 404),
+    (402, {"status": "error", "message": "Insufficient credits"}, d.PaymentRequired, 402),
+    (403, {"status": "error", "message": "plan"}, d.Forbidden, 403),
+    (404, {"status": "error", "message": "Request not found"}, d.RequestNotFound, 404),
+    (200, {"status": "failed", "id": 3, "message": "out of memory"}, GenerationFailed, 500),
+    (503, {"status": "error", "message": "busy"}, ModelUnavailable, 503),
+    (500, {"status": "error", "message": "oops"}, d.UpstreamError, 500),
+    (401, {"error": {"message": "invalid token (request id: 1)", "type": "new_api_error"}}, d.InvalidKey, 401),
+    (502, "<html>bad gateway</html>", d.UpstreamError, 502),
+])
+def test_every_error_shape_becomes_a_clear_error(status, body, kind, upstream_status):
+    with pytest.raises(SdgateError) as e:
+        d.parse_response(status, body)
+    assert type(e.value) is kind and e.value.status == upstream_status
+    assert e.value.details["upstream_status"] == status
+    if kind is d.RateLimited:
+        assert e.value.retry_after == 30
+
+
+def test_garbage_and_unknown_statuses():
+    with pytest.raises(GenerationFailed, match="not a JSON object"):
+        d.parse_response(200, b"\x89PNG garbage")
+    with pytest.raises(GenerationFailed, match="unexpected ModelsLab status"):
+        d.parse_response(200, {"status": "queued?"})
+
+
+def _png_b64(size=(8, 8)) -> str:
+    out = io.BytesIO()
+    Image.new("RGB", size, "red").save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def test_decode_output_entries():
+    assert d.decode_output("https://cdn/x.png") is None
+    assert d.decode_output(_png_b64()).size == (8, 8)
+    assert d.decode_output("data:image/png;base64," + _png_b64((4, 4))).size == (4, 4)
+    with pytest.raises(GenerationFailed):
+        d.decode_output("not an image")
+
+
+def test_result_from_response():
+    job = Job(prompt="x", seed=7, batch_size=2)
+    images = [Image.new("RGB", (8, 8))] * 2
+    finished = d.Finished(id=1, output=["u0", "u1"], generation_time=3.0,
+                          meta={"seed": 7, "scheduler": "EulerDiscreteScheduler", "use_karras_sigmas": "yes",
+                                "model_id": "sdxl", "notes": ["n"], "not_applied": {"tomesd": "why"}})
+    result = d.result_from_response(job, finished, images)
+    assert result.seeds == [7, 8] and result.scheduler_class == "EulerDiscreteScheduler"
+    assert result.schedule == "Karras" and result.model.name == "sdxl" and result.timings["total"] == 3.0
+    assert result.notes == ["n", "tomesd not applied by the gateway: why"]
+    finished.meta["seeds"] = [100, 200]
+    assert d.result_from_response(job, finished, images).seeds == [100, 200]
