@@ -111,6 +111,8 @@ class Job:
     # which dialect made the job, for logs; free-form extras a dialect wants echoed in its response
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # where it runs: None (the local queue, unless routing sends it to a gateway), "local", or a gateway name
+    backend: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property

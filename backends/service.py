@@ -17,6 +17,7 @@ from .keys import ApiKeys
 from .local.engine import LocalEngine
 from .local.models import ModelManager
 from .queue import JobQueue, Ticket
+from .remote.relay import Relay, backend_of
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ DEMO_ALIASES = {
     "core": "tiny-sdxl",
     "ultra": "tiny-sdxl",
     "sd3": "tiny-sdxl",
+    "sd3.5-large": "tiny-sdxl",
+    "sd3.5-large-turbo": "tiny-sdxl",
+    "sd3.5-medium": "tiny-sdxl",
+    "sd3.5-flash": "tiny-sdxl",
 }
 
 # Callbacks told of every ticket submitted from the current context (see Service.watch). A context variable,
@@ -78,9 +83,12 @@ class Service:
     device: str
     dtype: torch.dtype
     keys: ApiKeys
+    relay: Relay | None = None  # remote gateways (backends/remote), None when none is configured
 
     def submit(self, job: Job) -> Ticket:
-        ticket = self.queue.submit(job)
+        # a job for a gateway never waits in the device queue; the relay bounds each gateway's concurrency
+        backend = backend_of(self.relay, job)
+        ticket = self.relay.submit(job, backend) if backend else self.queue.submit(job)
         for watcher in _watchers.get():
             watcher(ticket)
         return ticket
@@ -109,11 +117,14 @@ class Service:
 
     def close(self) -> None:
         self.queue.close()
+        if self.relay is not None:
+            self.relay.close()
 
 
 def create_service(config: Config) -> Service:
     if config.threads:
         torch.set_num_threads(config.threads)
+    relay = Relay.from_config(config)  # first: a bad [[gateways]] entry fails before any model work
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device)
     aliases = dict(config.model_aliases)
@@ -137,5 +148,5 @@ def create_service(config: Config) -> Service:
     queue = JobQueue(engine.generate, max_pending=config.max_pending)
     return Service(
         config=config, models=models, engine=engine, queue=queue, device=device, dtype=dtype,
-        keys=ApiKeys(config.raw),
+        keys=ApiKeys(config.raw), relay=relay,
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import gradio as gr
 from fastapi import FastAPI
 
 from backends.service import Service
 
 from .routes.a1111 import create_router as a1111_router
-from .ui import build_ui
+from .routes.modelslab import create_router as modelslab_router
+from .routes.stability_v1 import create_router as stability_v1_router
+from .routes.stability_v2 import create_router as stability_v2_router
+from .ui import mount_ui
 
 
 def create_app(service: Service) -> FastAPI:
@@ -27,5 +29,7 @@ def create_app(service: Service) -> FastAPI:
         }
 
     app.include_router(a1111_router(service))
-    blocks = build_ui(service)
-    return gr.mount_gradio_app(app, blocks, path="/", auth=service.config.auth or None)
+    app.include_router(modelslab_router(service))
+    app.include_router(stability_v1_router(service))
+    app.include_router(stability_v2_router(service))
+    return mount_ui(app, service)

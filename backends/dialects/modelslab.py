@@ -687,6 +687,13 @@ def webhook_payload(record: Record) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------- the API over Service
 
 
+def output_images(plan: Plan, result: Result) -> list[Image.Image]:
+    """The images as ModelsLab returns them: `upscale` is a 2x Lanczos resize here (meta says so)."""
+    if not plan.upscale:
+        return result.images
+    return [im.resize((im.width * 2, im.height * 2), Image.LANCZOS) for im in result.images]
+
+
 class ModelslabApi:
     """What each ModelsLab route does, over a Service. One instance per service (the results store is in it)."""
 
@@ -735,15 +742,18 @@ class ModelslabApi:
         """Name every missing LoRA before queueing (the engine would find only the first, and only later)."""
         if not loras:
             return
-        library = getattr(self.service.engine, "loras", None)
-        if library is not None and hasattr(library, "files"):
-            available = {name.lower() for name in library.files()}
-        else:
-            folder = Path(self.service.config.models_dir) / "Lora"
-            available = {p.stem.lower() for p in folder.glob("*") if p.is_file()} if folder.is_dir() else set()
+        available = {name.lower() for name in self.service.engine.loras.files()}
         missing = [lora.name for lora in loras if lora.name.lower() not in available]
         if missing:
             raise LoraNotFound(f"lora not found: {', '.join(missing)}", details={"missing": missing})
+
+    async def plan(self, req: Text2ImgRequest) -> Plan:
+        """A checked request → its Plan (model resolved, LoRAs present); what the route and the UI tab share."""
+        model_id = (req.model_id or "").strip() or None
+        model, notes = await asyncio.to_thread(self._resolve_model, model_id)
+        plan = build_plan(req, model=model, model_id=model_id, settings=self.settings, notes=notes)
+        await asyncio.to_thread(self._check_loras, plan.job.loras)
+        return plan
 
     def base_url(self, request_base: str) -> str:
         return self.settings.public_url or request_base.rstrip("/")
@@ -755,10 +765,7 @@ class ModelslabApi:
         key = self.authorize(body, client_host)
         req = parse_request(body)
         check(req, family)
-        model_id = (req.model_id or "").strip() or None
-        model, notes = await asyncio.to_thread(self._resolve_model, model_id)
-        plan = build_plan(req, model=model, model_id=model_id, settings=self.settings, notes=notes)
-        await asyncio.to_thread(self._check_loras, plan.job.loras)
+        plan = await self.plan(req)
         if plan.webhook:
             problem = webhook_problem(plan.webhook, self.settings.webhook_hosts)
             if problem:
@@ -848,9 +855,7 @@ class ModelslabApi:
         started = time.perf_counter()
         job = plan.job
         self.store.observe(job, result.timings.get("total", 0.0) - result.timings.get("load", 0.0))
-        images = result.images
-        if plan.upscale:
-            images = [im.resize((im.width * 2, im.height * 2), Image.LANCZOS) for im in images]
+        images = output_images(plan, result)
         text = infotext(job, result)
         self.outdir.mkdir(parents=True, exist_ok=True)
         encoded = []

@@ -559,7 +559,7 @@ class StabilityV2Api:
 
     # ---------------------------------------------------------------- request → job
 
-    def _moderate(self, req: _V2Request) -> None:
+    def moderate(self, req: _V2Request) -> None:
         if any(p.search(req.prompt) for p in self._blocked):
             raise V2Error(403, "content_moderation", [MODERATION_MESSAGE])
         if self.settings.english_only and _non_latin_letters(req.prompt + " " + req.negative_prompt):
@@ -633,7 +633,7 @@ class StabilityV2Api:
             raise payload_too_large()
         fields = await read_form(headers, body)
         req = parse_request(endpoint, fields)
-        self._moderate(req)
+        self.moderate(req)
         job = self.to_job(endpoint, req, request_id)
         engine = getattr(self.service, "engine", None)
         if engine is not None and hasattr(engine, "validate"):

@@ -23,6 +23,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 
 from backends.dialects import a1111 as d
 from backends.job import SdgateError
+from backends.remote.http import relay_or_run
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,12 @@ def _routes(api: d.A1111Api, tag: str) -> APIRouter:
     r = APIRouter(route_class=A1111Route, strict_content_type=False, tags=[tag])
 
     @r.post("/txt2img", response_model=d.TextToImageResponse)
-    async def text2imgapi(req: d.Txt2ImgRequest):
-        return await api.txt2img(req)
+    async def text2imgapi(req: d.Txt2ImgRequest, request: Request):
+        return await relay_or_run(request, "a1111", lambda: api.txt2img(req))
 
     @r.post("/img2img", response_model=d.ImageToImageResponse)
-    async def img2imgapi(req: d.Img2ImgRequest):
-        return await api.img2img(req)
+    async def img2imgapi(req: d.Img2ImgRequest, request: Request):
+        return await relay_or_run(request, "a1111", lambda: api.img2img(req))
 
     @r.post("/extra-single-image", response_model=d.ExtrasSingleImageResponse)
     async def extras_single_image_api(req: d.ExtrasSingleImageRequest):
@@ -140,12 +141,12 @@ def _routes(api: d.A1111Api, tag: str) -> APIRouter:
         return api.cmd_flags()
 
     @r.get("/samplers", response_model=list[d.SamplerItem])
-    async def get_samplers():
-        return api.samplers()
+    async def get_samplers(request: Request):
+        return await relay_or_run(request, "a1111", api.samplers)
 
     @r.get("/schedulers", response_model=list[d.SchedulerItem])
-    async def get_schedulers():
-        return api.schedulers()
+    async def get_schedulers(request: Request):
+        return await relay_or_run(request, "a1111", api.schedulers)
 
     @r.get("/upscalers", response_model=list[d.UpscalerItem])
     async def get_upscalers():
@@ -156,8 +157,8 @@ def _routes(api: d.A1111Api, tag: str) -> APIRouter:
         return api.latent_upscale_modes()
 
     @r.get("/sd-models", response_model=list[d.SDModelItem])
-    async def get_sd_models():
-        return await api.sd_models()
+    async def get_sd_models(request: Request):
+        return await relay_or_run(request, "a1111", api.sd_models)
 
     @r.get("/sd-vae", response_model=list[d.SDVaeItem])
     async def get_sd_vaes():

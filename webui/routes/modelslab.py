@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 
 from backends.dialects import modelslab as d
 from backends.job import SdgateError
+from backends.remote.http import relay_or_run
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,24 @@ def create_router(service) -> APIRouter:
     def generate(family: d.Family):
         async def text2img(request: Request) -> JSONResponse:
             body = await request.body()
-            return JSONResponse(await api.text2img(body, family, str(request.base_url), _client(request)))
+            return await relay_or_run(request, "modelslab", lambda: api.text2img(
+                body, family, str(request.base_url), _client(request)), then=JSONResponse, body=body,
+                check=lambda: api.authorize(d.parse_body(body), _client(request)))
 
         text2img.__name__ = f"text2img_{family.name.replace('-', '_')}"
         return text2img
 
     async def fetch(request: Request) -> JSONResponse:
         body = await request.body()
-        return JSONResponse(await api.fetch(body, None, str(request.base_url), _client(request)))
+        return await relay_or_run(request, "modelslab", lambda: api.fetch(
+            body, None, str(request.base_url), _client(request)), then=JSONResponse, body=body,
+            check=lambda: api.authorize(d.parse_body(body), _client(request)))
 
     async def fetch_by_id(request: Request, request_id: str) -> JSONResponse:
         body = await request.body()
-        return JSONResponse(await api.fetch(body, request_id, str(request.base_url), _client(request)))
+        return await relay_or_run(request, "modelslab", lambda: api.fetch(
+            body, request_id, str(request.base_url), _client(request)), then=JSONResponse, body=body,
+            check=lambda: api.authorize(d.parse_body(body), _client(request)))
 
     for family in d.FAMILIES:
         for path in family.generate:

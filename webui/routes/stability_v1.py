@@ -20,6 +20,7 @@ from starlette.datastructures import UploadFile
 
 from backends.dialects import stability_v1 as d
 from backends.job import SdgateError
+from backends.remote.http import relay_or_run
 
 log = logging.getLogger(__name__)
 
@@ -96,31 +97,44 @@ def _routes(api: d.StabilityV1Api, tag: str) -> APIRouter:
     async def text_to_image(engine_id: str, request: Request):
         authorize(request)
         body = await request.body()
-        return _respond(await api.text_to_image(engine_id, body, request.headers.get("accept")))
+        return await relay_or_run(request, "stability_v1", lambda: api.text_to_image(
+            engine_id, body, request.headers.get("accept")), then=_respond, body=body)
 
     @r.post("/generation/{engine_id}/image-to-image", responses=png_doc)
     async def image_to_image(engine_id: str, request: Request):
         authorize(request)
-        await asyncio.to_thread(api.resolve_engine, engine_id)  # 404 before reading a large upload
-        items = await _form_items(request)
-        return _respond(await api.image_to_image(engine_id, items, request.headers.get("accept")))
+
+        async def here():
+            await asyncio.to_thread(api.resolve_engine, engine_id)  # 404 before reading a large upload
+            items = await _form_items(request)
+            return _respond(await api.image_to_image(engine_id, items, request.headers.get("accept")))
+
+        return await relay_or_run(request, "stability_v1", here)
 
     @r.post("/generation/{engine_id}/image-to-image/masking", responses=png_doc)
     async def masking(engine_id: str, request: Request):
         authorize(request)
-        await asyncio.to_thread(api.resolve_engine, engine_id)
-        items = await _form_items(request)
-        return _respond(await api.image_to_image(engine_id, items, request.headers.get("accept"), masking=True))
+
+        async def here():
+            await asyncio.to_thread(api.resolve_engine, engine_id)
+            items = await _form_items(request)
+            return _respond(await api.image_to_image(engine_id, items, request.headers.get("accept"), masking=True))
+
+        return await relay_or_run(request, "stability_v1", here)
 
     @r.post("/generation/{engine_id}/image-to-image/upscale")
     async def upscale(engine_id: str, request: Request):
         authorize(request)
-        raise d.engine_not_found(engine_id)  # no upscaler engines are served here
+
+        def here():
+            raise d.engine_not_found(engine_id)  # no upscaler engines are served here (a gateway may have some)
+
+        return await relay_or_run(request, "stability_v1", here)
 
     @r.get("/engines/list", response_model=list[d.EngineItem])
     async def engines(request: Request):
         authorize(request)
-        return await api.engines()
+        return await relay_or_run(request, "stability_v1", api.engines)
 
     @r.get("/user/account")
     async def account(request: Request) -> dict:

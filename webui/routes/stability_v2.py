@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 
 from backends.dialects import stability_v2 as d
 from backends.job import SdgateError
+from backends.remote.http import relay_or_run
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,8 @@ def _routes(api: d.StabilityV2Api, tag: str) -> APIRouter:
         async def generate(request: Request) -> Response:
             api.check_caller(request.headers, request.client.host if request.client else None)
             body = await read_capped(request, api.settings.max_body)
-            return _send(await api.generate(endpoint, request.headers, body, request.state.request_id))
+            return await relay_or_run(request, "stability_v2", lambda: api.generate(
+                endpoint, request.headers, body, request.state.request_id), then=_send, body=body)
 
         generate.__name__ = f"stability_v2_{endpoint}"
         return generate

@@ -1,0 +1,168 @@
+"""The ModelsLab tab (stablediffusionapi.com text2img). The fields become the JSON body a ModelsLab client posts;
+the dialect's `parse_request` and `check` apply its typing rules, limits and messages, `build_plan` translates it
+(seed, scheduler class, LoRAs, the options with no local effect), the job runs on the shared queue and the
+dialect's `infotext` describes the images. Tables (schedulers, ranges, defaults) are read from
+backends/dialects/modelslab.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import gradio as gr
+
+from backends.dialects import modelslab as ml
+from backends.images import encode_image
+
+from .common import (
+    Fields,
+    Shown,
+    action_buttons,
+    backend_dropdown,
+    on_backend,
+    persist_fields,
+    results_column,
+    run_tab,
+    save_output,
+    wire_generate,
+)
+
+TAB = "modelslab"
+FAMILY = ml.FAMILY["v6"]  # the UI speaks the current route family: model_id is required
+# The switches the tab shows, in ModelsLab's order (their defaults come from ml.DEFAULTS).
+FLAGS = ("use_karras_sigmas", "tomesd", "upscale", "panorama", "self_attention", "safety_checker",
+         "enhance_prompt", "multi_lingual")
+FLAG_LABELS = {"use_karras_sigmas": "Karras sigmas", "tomesd": "ToMe SD", "upscale": "Upscale ×2",
+               "panorama": "Panorama", "self_attention": "Self-attention", "safety_checker": "Safety checker",
+               "enhance_prompt": "Enhance prompt", "multi_lingual": "Multi-lingual"}
+
+
+def lora_names(service) -> list[str]:
+    library = getattr(service.engine, "loras", None)
+    try:
+        return sorted(library.files()) if library is not None and hasattr(library, "files") else []
+    except OSError:
+        return []
+
+
+def request_body(values: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body a ModelsLab client would send (flags as "yes"/"no", LoRAs comma-joined)."""
+    body: dict[str, Any] = {
+        "model_id": values.get("model_id"),
+        "prompt": values.get("prompt"),
+        "negative_prompt": values.get("negative_prompt") or None,
+        "width": values.get("width"),
+        "height": values.get("height"),
+        "samples": values.get("samples"),
+        "num_inference_steps": values.get("num_inference_steps"),
+        "guidance_scale": values.get("guidance_scale"),
+        "scheduler": values.get("scheduler"),
+        "seed": values.get("seed"),
+        "clip_skip": values.get("clip_skip"),
+        "base64": "yes",
+    }
+    loras = values.get("lora_model") or []
+    if loras:
+        body["lora_model"] = ",".join(loras)
+        body["lora_strength"] = values.get("lora_strength") or None
+    for flag in FLAGS:
+        if values.get(flag) is not None:
+            body[flag] = ml.yes_no(bool(values[flag]))
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def build_modelslab_tab(blocks: gr.Blocks, service) -> Fields:
+    api = ml.ModelslabApi.for_service(service)
+    fields = Fields(TAB)
+    state = gr.State({})
+    ranges = {name: (lo, hi) for name, lo, hi in ml.RANGES}
+    defaults = ml.DEFAULTS
+    models = [m.name for m in service.models.list()]
+    try:
+        model0 = service.models.resolve(None).name
+    except Exception:
+        model0 = models[0] if models else None
+
+    with gr.Row(elem_classes="sdg-toprow"):
+        with gr.Column(scale=5, min_width=260):
+            fields.add("prompt", gr.Textbox("", label="Prompt", lines=3, max_lines=10, elem_id=f"{TAB}_prompt"))
+            fields.add("negative_prompt", gr.Textbox("", label="Negative prompt", lines=2, max_lines=8,
+                                                     elem_id=f"{TAB}_negative_prompt"))
+        with gr.Column(scale=1, min_width=200, elem_classes="sdg-actions"):
+            actions = action_buttons(TAB)
+            fields.add("model_id", gr.Dropdown(models, value=model0, allow_custom_value=True, label="model_id",
+                                               elem_id=f"{TAB}_model_id"))
+
+    with gr.Row(elem_classes="sdg-main"):
+        with gr.Column(scale=1, min_width=300, elem_classes="sdg-params"):
+            with gr.Row():
+                for name in ("width", "height"):
+                    lo, hi = ranges[name]
+                    fields.add(name, gr.Slider(lo, hi, value=defaults[name], step=8, label=name.capitalize(),
+                                               elem_id=f"{TAB}_{name}", min_width=140))
+            with gr.Row():
+                lo, hi = ranges["samples"]
+                fields.add("samples", gr.Slider(lo, hi, value=defaults["samples"], step=1, label="Samples",
+                                                elem_id=f"{TAB}_samples", min_width=140))
+                lo, hi = ranges["num_inference_steps"]
+                fields.add("num_inference_steps", gr.Slider(lo, hi, value=defaults["num_inference_steps"], step=1,
+                                                            label="Steps", elem_id=f"{TAB}_steps", min_width=140))
+            with gr.Row():
+                lo, hi = ranges["guidance_scale"]
+                fields.add("guidance_scale", gr.Slider(lo, hi, value=defaults["guidance_scale"], step=0.5,
+                                                       label="Guidance scale", elem_id=f"{TAB}_guidance_scale",
+                                                       min_width=140))
+                lo, hi = ranges["clip_skip"]
+                fields.add("clip_skip", gr.Slider(lo, hi, value=defaults["clip_skip"], step=1, label="Clip skip",
+                                                  elem_id=f"{TAB}_clip_skip", min_width=140))
+            with gr.Row():
+                fields.add("scheduler", gr.Dropdown(list(ml.SCHEDULERS), value=defaults["scheduler"],
+                                                    label="Scheduler", elem_id=f"{TAB}_scheduler", min_width=180))
+                fields.add("seed", gr.Number(None, precision=0, minimum=-1, maximum=ml.MAX_SEED,
+                                             label="Seed (empty or -1: random)", elem_id=f"{TAB}_seed",
+                                             min_width=140))
+            with gr.Row():
+                fields.add("lora_model", gr.Dropdown(lora_names(service), value=[], multiselect=True,
+                                                     allow_custom_value=True, label="LoRA ids",
+                                                     elem_id=f"{TAB}_lora_model", min_width=180))
+                lo, hi = ml.LORA_STRENGTH
+                fields.add("lora_strength", gr.Textbox("", label=f"LoRA strengths ({lo:g}–{hi:g}, comma separated)",
+                                                       placeholder="0.8 or 0.6,0.9", elem_id=f"{TAB}_lora_strength",
+                                                       min_width=140))
+            with gr.Row(elem_classes="sdg-flags"):
+                for flag in FLAGS:
+                    fields.add(flag, gr.Checkbox(bool(defaults[flag]), label=FLAG_LABELS[flag],
+                                                 elem_id=f"{TAB}_{flag}", min_width=150))
+            fields.add("backend", backend_dropdown(service, TAB, TAB))
+        results = results_column(TAB)
+
+    async def generate(session: dict, **values):
+        def prepare():
+            req = ml.parse_request(request_body(values))
+            ml.check(req, FAMILY)  # required fields and the documented ranges, in ModelsLab's words
+            return on_backend(service, TAB, values.get("backend"), lambda: run(req))
+
+        async def run(req):
+            plan = await api.plan(req)
+            await asyncio.to_thread(service.engine.validate, plan.job)
+            result = await service.run_async(plan.job)
+            return plan, result
+
+        def present(answer) -> Shown:
+            plan, result = answer
+            text = ml.infotext(plan.job, result)
+            images = ml.output_images(plan, result)
+            saved = [str(save_output(service.config.outputs_dir, TAB, encode_image(im, "png", text), seed, values))
+                     for im, seed in zip(images, result.seeds)]
+            notes = list(dict.fromkeys([*plan.meta.get("notes", []), *result.notes]))
+            not_applied = plan.meta.get("not_applied") or {}
+            if not_applied:
+                notes.append("not applied here: " + ", ".join(not_applied))
+            return Shown(saved, [text] * len(saved), 0, list(result.seeds), notes)
+
+        async for frame in run_tab(service, session, prepare, present):
+            yield frame
+
+    wire_generate(generate, state, fields, actions, results, api_name=TAB)
+    persist_fields(blocks, fields)
+    return fields
