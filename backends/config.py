@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover

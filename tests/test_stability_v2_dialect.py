@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from backends.dialects import stability_v2 as d
+from backends.styles import DEFAULT_PATH
 from backends.job import GenerationFailed, InvalidRequest, Job, Lora, ModelInfo, QueueFull, Result
 
 # ------------------------------------------------------------------------------------------------ sizes
@@ -91,7 +92,7 @@ def test_bad_settings_fail_at_startup(section):
 
 
 def test_every_preset_is_in_styles_json():
-    names = {item["name"] for item in json.loads((d.REPO_ROOT / "styles.json").read_text())}
+    names = {item["name"] for item in json.loads(DEFAULT_PATH.read_text())}
     assert set(d.STYLE_PRESETS) <= names
 
 

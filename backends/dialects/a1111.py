@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import random
-import re
 import struct
 import threading
 import time
@@ -29,30 +28,16 @@ from PIL import Image, ImageFilter, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import outputs
+from ..config import REPO_ROOT
+from ..infotext import VERSION, checkpoint_short_name, create_infotext, parse_generation_parameters, quote
+from ..styles import StyleStore
+from ..styles import styles_path as configured_styles_path
 from ..images import decode_base64_image, encode_base64, read_infotext
+from . import PerService
 from ..job import InvalidRequest, Job, ModelInfo, Result, SdgateError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("sdgate")
-    except Exception:
-        pass
-    try:
-        import tomllib
-
-        return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
-    except Exception:
-        return "0"
-
-
-VERSION = f"sdgate-{_package_version()}"
 MAX_SEED = 4294967294  # A1111 draws random seeds below this
 DEFAULT_SAMPLER = "DPM++ 2M"  # A1111 1.9+: samplers[0], used when both sampler_name and sampler_index are null
 RNG_SOURCE = "CPU"  # the engine draws every image's noise from its own CPU torch.Generator
@@ -270,40 +255,6 @@ LATENT_UPSCALE_MODES: dict[str, Any] = {
     "Latent (nearest-exact)": Image.Resampling.NEAREST,
 }
 HIRES_DEFAULT_DENOISING = 0.7  # A1111's UI default; the API's null would fail there
-
-# The infotext's fixed key order (§2.3); extra_generation_params follow, then Version and User.
-INFOTEXT_KEYS = (
-    "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed", "Face restoration", "Size",
-    "Model hash", "Model", "FP8 weight", "Cache FP16 weight for LoRA", "VAE hash", "VAE", "Variation seed",
-    "Variation seed strength", "Seed resize from", "Denoising strength", "Conditional mask weight", "Clip skip",
-    "ENSD", "Token merging ratio", "Token merging ratio hr", "Init image hash", "RNG", "Tiling",
-)
-
-# png-info fills what an infotext leaves out with the value A1111 would have used (§2.3, last bullet).
-INFOTEXT_DEFAULTS: dict[str, Any] = {
-    "Clip skip": "1",
-    "Hires resize-1": 0,
-    "Hires resize-2": 0,
-    "Hires sampler": "Use same sampler",
-    "Hires schedule type": "Use same scheduler",
-    "Hires checkpoint": "Use same checkpoint",
-    "Hires prompt": "",
-    "Hires negative prompt": "",
-    "Mask mode": "Inpaint masked",
-    "Masked content": "original",
-    "Inpaint area": "Whole picture",
-    "Masked area padding": 32,
-    "RNG": "GPU",
-    "Schedule type": "Automatic",
-    "Schedule max sigma": 0,
-    "Schedule min sigma": 0,
-    "Schedule rho": 0,
-    "VAE Encoder": "Full",
-    "VAE Decoder": "Full",
-    "FP8 weight": "Disable",
-    "Emphasis": "Original",
-    "Refiner switch by sampling steps": False,
-}
 
 # request.infotext (1.8+): infotext key → (request field, type), used for fields the request did not set.
 INFOTEXT_FIELDS: dict[str, tuple[str, type]] = {
@@ -698,168 +649,6 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]
 # ------------------------------------------------------------------------------------------------ styles
 
 
-@dataclass(frozen=True)
-class Style:
-    name: str
-    prompt: str = ""
-    negative_prompt: str = ""
-
-
-def merge_style_prompt(style_prompt: str, prompt: str) -> str:
-    """A1111's rule: `{prompt}` in the style is replaced by the prompt; otherwise the style is appended."""
-    if "{prompt}" in style_prompt:
-        return style_prompt.replace("{prompt}", prompt)
-    return ", ".join(part for part in (prompt.strip(), style_prompt.strip()) if part)
-
-
-class StyleStore:
-    """styles.json: `[{name, prompt, negative_prompt}]`, re-read when the file changes."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._mtime: float | None = None
-        self._styles: dict[str, Style] = {}
-        self._lock = threading.Lock()
-
-    def all(self) -> list[Style]:
-        with self._lock:
-            try:
-                mtime = self.path.stat().st_mtime
-            except OSError:
-                self._styles, self._mtime = {}, None
-                return []
-            if mtime != self._mtime:
-                self._styles = self._load()
-                self._mtime = mtime
-            return list(self._styles.values())
-
-    def _load(self) -> dict[str, Style]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            log.warning("cannot read styles from %s: %s", self.path, e)
-            return {}
-        styles = {}
-        for item in data if isinstance(data, list) else []:
-            if isinstance(item, dict) and item.get("name"):
-                style = Style(str(item["name"]), str(item.get("prompt") or ""), str(item.get("negative_prompt") or ""))
-                styles[style.name] = style
-        return styles
-
-    def apply(self, prompt: str, negative: str, names: list[str] | None) -> tuple[str, str]:
-        known = {s.name: s for s in self.all()}
-        for name in names or []:
-            style = known.get(name)
-            if style is None:  # A1111 skips unknown styles; a typo should not fail a batch script
-                log.warning("unknown style %r ignored", name)
-                continue
-            prompt = merge_style_prompt(style.prompt, prompt)
-            negative = merge_style_prompt(style.negative_prompt, negative)
-        return prompt, negative
-
-
-# ---------------------------------------------------------------------------------------------- infotext
-
-
-def quote(value: Any) -> Any:
-    text = str(value)
-    if "," not in text and "\n" not in text and ":" not in text:
-        return value
-    return json.dumps(text, ensure_ascii=False)
-
-
-def unquote(text: str) -> str:
-    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def create_infotext(prompt: str, negative_prompt: str, params: dict[str, Any]) -> str:
-    """`prompt[\\nNegative prompt: neg]\\nK: v, K: v` with the fixed keys first (in A1111's order), then any
-    other keys in their insertion order, then Version and User. None values are left out."""
-    ordered: dict[str, Any] = {key: params.get(key) for key in INFOTEXT_KEYS}
-    ordered.update((k, v) for k, v in params.items() if k not in ("Version", "User"))
-    ordered["Version"] = params.get("Version")
-    ordered["User"] = params.get("User")
-    line = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in ordered.items() if v is not None)
-    negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
-    return f"{prompt}{negative}\n{line}".strip()
-
-
-# key: value pairs; a value is a JSON string (which may hold commas) or runs to the next comma.
-_PARAM = re.compile(r'\s*(\w[\w \-/+.()]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
-_IMAGE_SIZE = re.compile(r"^(\d+)x(\d+)$")
-
-
-def parse_generation_parameters(text: str) -> dict[str, Any]:
-    """The reverse of create_infotext, as A1111's png-info gives it: values mostly strings, `Size` split into
-    `Size-1`/`Size-2`, and defaults for the keys an infotext leaves out."""
-    res: dict[str, Any] = {}
-    lines = (text or "").strip().split("\n")
-    last = lines[-1] if lines else ""
-    if len(_PARAM.findall(last)) >= 3:
-        lines = lines[:-1]
-    else:
-        last = ""
-    prompt_lines: list[str] = []
-    negative_lines: list[str] = []
-    in_negative = False
-    for line in lines:
-        line = line.strip()
-        if line.startswith("Negative prompt:"):
-            in_negative = True
-            line = line[len("Negative prompt:") :].strip()
-        (negative_lines if in_negative else prompt_lines).append(line)
-    res["Prompt"] = "\n".join(prompt_lines)
-    res["Negative prompt"] = "\n".join(negative_lines)
-    for key, value in _PARAM.findall(last):
-        value = unquote(value.strip())
-        size = _IMAGE_SIZE.match(value) if isinstance(value, str) else None
-        if size:
-            res[f"{key}-1"], res[f"{key}-2"] = size.group(1), size.group(2)
-        else:
-            res[key] = value
-    _split_legacy_sampler(res)
-    for key, value in INFOTEXT_DEFAULTS.items():
-        res.setdefault(key, value)
-    return res
-
-
-def _split_legacy_sampler(res: dict[str, Any]) -> None:
-    """Pre-1.9 infotexts carry the schedule in the sampler name ("DPM++ 2M Karras")."""
-    sampler = res.get("Sampler")
-    if not isinstance(sampler, str) or "Schedule type" in res:
-        return
-    try:
-        from ..local.samplers import a1111_samplers, a1111_schedulers
-    except ImportError:  # pragma: no cover - the samplers table ships with the server
-        return
-    names = {s["name"] for s in a1111_samplers()}
-    if sampler in names:
-        return
-    for sched in a1111_schedulers():
-        for label in (sched["label"], sched["name"]):
-            if sampler.endswith(" " + label) and sampler[: -len(label) - 1] in names:
-                res["Sampler"] = sampler[: -len(label) - 1]
-                res["Schedule type"] = sched["label"]
-                return
-
-
-def checkpoint_short_name(info: ModelInfo) -> str:
-    """A1111's `name_for_extra`: the checkpoint file name without folder or extension."""
-    title = info.title
-    if info.hash and title.endswith(f" [{info.hash}]"):
-        title = title[: -len(info.hash) - 3]
-    base = title.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    for ext in (".safetensors", ".ckpt", ".pt", ".bin"):
-        if base.lower().endswith(ext):
-            return base[: -len(ext)]
-    return base
-
-
 # ------------------------------------------------------------------------------------------------ options
 
 
@@ -1094,17 +883,8 @@ def _merge(results: list[Result]) -> Result:
     )
 
 
-class A1111Api:
+class A1111Api(PerService):
     """The A1111 API over a Service: what each /sdapi/v1 route does, in A1111's terms."""
-
-    @classmethod
-    def for_service(cls, service) -> "A1111Api":
-        """The one instance per service, so the HTTP routes and the UI tab share one options store."""
-        api = getattr(service, "_a1111_api", None)
-        if api is None:
-            api = cls(service)
-            setattr(service, "_a1111_api", api)
-        return api
 
     def __init__(self, service, *, options_path: Path | None = None, styles_path: Path | None = None):
         self.service = service
@@ -1121,7 +901,7 @@ class A1111Api:
             defaults[key] = str(self.outputs_dir / kind)
         options_path = options_path or Path(section.get("options_file", self.outputs_dir / "a1111-options.json"))
         self.options = OptionsStore(options_path, defaults)
-        self.styles = StyleStore(styles_path or Path(section.get("styles_file", REPO_ROOT / "styles.json")))
+        self.styles = StyleStore(styles_path or configured_styles_path(service.config.raw))
         self._warned: set[str] = set()
         self._restore_saved_checkpoint()
 

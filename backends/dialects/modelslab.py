@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 
 from ..config import ConfigError
 from ..images import encode_image
+from . import PerService
 from ..job import (
     GenerationFailed,
     InvalidRequest,
@@ -694,16 +695,8 @@ def output_images(plan: Plan, result: Result) -> list[Image.Image]:
     return [im.resize((im.width * 2, im.height * 2), Image.LANCZOS) for im in result.images]
 
 
-class ModelslabApi:
+class ModelslabApi(PerService):
     """What each ModelsLab route does, over a Service. One instance per service (the results store is in it)."""
-
-    @classmethod
-    def for_service(cls, service) -> "ModelslabApi":
-        api = getattr(service, "_modelslab_api", None)
-        if api is None:
-            api = cls(service)
-            setattr(service, "_modelslab_api", api)
-        return api
 
     def __init__(self, service):
         self.service = service

@@ -42,6 +42,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..images import encode_image
+from . import PerService
 from ..job import (
     GenerationFailed,
     InvalidRequest,
@@ -52,11 +53,13 @@ from ..job import (
     Result,
     SdgateError,
 )
+from ..infotext import checkpoint_short_name, create_infotext
 from ..keys import bearer_token
+from ..styles import StyleStore
+from ..styles import styles_path as configured_styles_path
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "stability_v1"
 KEY_STYLE = "stability"
 
@@ -404,13 +407,6 @@ def wants_png(accept: str | None) -> bool:
     return False
 
 
-def _styles_path(config) -> Path:
-    raw = getattr(config, "raw", None) or {}
-    own = raw.get("stability_v1") or {}
-    shared = raw.get("a1111") or {}  # the prompt styles file is one for the whole server
-    return Path(own.get("styles_file") or shared.get("styles_file") or REPO_ROOT / "styles.json")
-
-
 def _open_image(data: bytes, field_name: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
@@ -472,8 +468,6 @@ def finish_reasons(result: Result) -> list[str]:
 
 
 def _infotext(job: Job, result: Result, seed: int, engine_id: str) -> str:
-    from .a1111 import checkpoint_short_name, create_infotext
-
     params = {
         "Steps": job.steps,
         "Sampler": result.sampler,
@@ -526,25 +520,15 @@ class _Prepared:
     composite: tuple[Image.Image, Image.Image] | None = None
 
 
-class StabilityV1Api:
+class StabilityV1Api(PerService):
     """What each v1 route does, over a Service (the routes and the UI tab share one instance)."""
 
-    @classmethod
-    def for_service(cls, service) -> "StabilityV1Api":
-        api = getattr(service, "_stability_v1_api", None)
-        if api is None:
-            api = cls(service)
-            setattr(service, "_stability_v1_api", api)
-        return api
-
     def __init__(self, service, *, styles_path: Path | None = None):
-        from .a1111 import StyleStore
-
         self.service = service
         self.config = service.config
         section = (getattr(self.config, "raw", None) or {}).get("stability_v1") or {}
         self.lenient = bool(section.get("lenient", False))
-        self.styles = StyleStore(styles_path or _styles_path(self.config))
+        self.styles = StyleStore(styles_path or configured_styles_path(self.config.raw, "stability_v1"))
         limits = getattr(self.config, "limits", None)
         self.max_side = min(getattr(limits, "max_width", 2048), getattr(limits, "max_height", 2048))
 

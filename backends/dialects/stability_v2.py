@@ -35,10 +35,12 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..images import encode_image
+from . import PerService
 from ..job import (
     GenerationFailed, InvalidRequest, Job, ModelInfo, ModelNotFound, QueueFull, Result, SdgateError,
 )
-from .a1111 import REPO_ROOT, VERSION, StyleStore, create_infotext
+from ..infotext import VERSION, create_infotext
+from ..styles import StyleStore, styles_path
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +192,7 @@ class Settings:
             log.warning("[stability_v2]: unknown keys ignored: %s", ", ".join(unknown))
         settings = cls(**{k: v for k, v in section.items() if k in known})
         settings._coerce()
-        if not settings.styles_file:
-            settings.styles_file = (raw.get("a1111", {}) or {}).get("styles_file") or str(REPO_ROOT / "styles.json")
+        settings.styles_file = str(styles_path(dict(raw), "stability_v2"))
         return settings
 
     def _coerce(self) -> None:
@@ -516,22 +517,14 @@ def wants_json(accept: str | None) -> bool:
 # ------------------------------------------------------------------------------------------------ the API
 
 
-class StabilityV2Api:
+class StabilityV2Api(PerService):
     """The v2beta generate endpoints over a Service."""
-
-    @classmethod
-    def for_service(cls, service) -> "StabilityV2Api":
-        api = getattr(service, "_stability_v2_api", None)
-        if api is None:
-            api = cls(service)
-            setattr(service, "_stability_v2_api", api)
-        return api
 
     def __init__(self, service, settings: Settings | None = None):
         self.service = service
         self.settings = settings or Settings.from_config(getattr(service.config, "raw", {}))
         s = self.settings
-        self.styles = StyleStore(Path(s.styles_file or REPO_ROOT / "styles.json"))
+        self.styles = StyleStore(Path(s.styles_file))
         self.limiter = RateLimiter(int(s.rate_limit), float(s.rate_window_s), float(s.rate_timeout_s))
         self._blocked = [re.compile(rf"\b{re.escape(t.strip())}\b", re.IGNORECASE) for t in s.blocked_terms if t.strip()]
 

@@ -18,12 +18,12 @@ from typing import Any, Callable
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from backends.dialects import a1111 as d
-from backends.job import SdgateError
 from backends.remote.http import relay_or_run
+
+from . import styled_errors
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +31,21 @@ PREFIX = "/sdapi/v1"
 GATEWAY_PREFIX = "/v1/sdapi/v1"
 
 
-class A1111Route(APIRoute):
-    """Renders every failure in A1111's `{error, detail, body, errors}` shape (422 validation errors keep
-    FastAPI's `{"detail": [...]}`, as in A1111) and adds A1111's X-Process-Time header."""
+def _render_error(request: Request, e: Exception) -> JSONResponse:
+    status, body, headers = d.error_body(e)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class A1111Route(styled_errors(_render_error, passthrough=(RequestValidationError,))):
+    """Failures in A1111's `{error, detail, body, errors}` shape (422 validation errors keep FastAPI's
+    `{"detail": [...]}`, as in A1111), and A1111's X-Process-Time header on every answer."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
 
         async def route(request: Request):
             started = time.perf_counter()
-            try:
-                response = await handler(request)
-            except RequestValidationError:
-                raise
-            except Exception as e:
-                status, body, headers = d.error_body(e)
-                if status >= 500 and not isinstance(e, SdgateError):
-                    log.exception("%s %s failed", request.method, request.url.path)
-                else:
-                    log.info("%s %s -> %s %s", request.method, request.url.path, status, body["detail"])
-                response = JSONResponse(body, status_code=status, headers=headers)
+            response = await handler(request)
             response.headers["X-Process-Time"] = f"{time.perf_counter() - started:.4f}"
             return response
 

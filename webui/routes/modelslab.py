@@ -10,40 +10,25 @@ Auth is the body's `key`, checked by the dialect through `service.keys`.
 from __future__ import annotations
 
 import logging
-from typing import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 
 from backends.dialects import modelslab as d
-from backends.job import SdgateError
 from backends.remote.http import relay_or_run
+
+from . import styled_errors
 
 log = logging.getLogger(__name__)
 
 
 def _route_class(api: d.ModelslabApi) -> type[APIRoute]:
-    class ModelslabRoute(APIRoute):
-        """Renders every failure on these routes in ModelsLab's error shape (and only on these routes)."""
+    def render(request: Request, e: Exception) -> JSONResponse:
+        status, body = d.error_response(e, api.settings.always_200)
+        return JSONResponse(body, status_code=status)
 
-        def get_route_handler(self) -> Callable:
-            handler = super().get_route_handler()
-
-            async def route(request: Request):
-                try:
-                    return await handler(request)
-                except Exception as e:  # noqa: BLE001 - the client gets the ModelsLab shape, never a traceback
-                    status, body = d.error_response(e, api.settings.always_200)
-                    if isinstance(e, SdgateError):
-                        log.info("%s %s -> %s %s", request.method, request.url.path, status, body["message"])
-                    else:
-                        log.exception("%s %s failed", request.method, request.url.path)
-                    return JSONResponse(body, status_code=status)
-
-            return route
-
-    return ModelslabRoute
+    return styled_errors(render)
 
 
 def _client(request: Request) -> str | None:

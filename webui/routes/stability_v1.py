@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
 
 from backends.dialects import stability_v1 as d
-from backends.job import SdgateError
 from backends.remote.http import relay_or_run
+
+from . import styled_errors
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +32,12 @@ _ERRORS = {
 }
 
 
-class StabilityV1Route(APIRoute):
-    """Renders every failure on these routes in v1's error shape (and only on these routes)."""
+def _render_error(request: Request, e: Exception) -> JSONResponse:
+    status, body, headers = d.error_body(e)
+    return JSONResponse(body, status_code=status, headers=headers)
 
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
 
-        async def route(request: Request):
-            try:
-                return await handler(request)
-            except Exception as e:
-                status, body, headers = d.error_body(e)
-                if status >= 500 and not isinstance(e, SdgateError):
-                    log.exception("%s %s failed", request.method, request.url.path)
-                else:
-                    log.info("%s %s -> %s %s", request.method, request.url.path, status, body["name"])
-                return JSONResponse(body, status_code=status, headers=headers)
-
-        return route
+StabilityV1Route = styled_errors(_render_error)
 
 
 def _json_body_doc(model) -> dict[str, Any]:

@@ -13,12 +13,12 @@ from typing import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 
 from backends.dialects import stability_v2 as d
-from backends.job import SdgateError
 from backends.remote.http import relay_or_run
+
+from . import styled_errors
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +31,15 @@ def _send(reply: d.Reply) -> Response:
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
 
 
-class V2Route(APIRoute):
-    """Gives each request an id and renders any exception as a v2beta error."""
+class V2Route(styled_errors(lambda request, e: _send(d.error_reply(e, request.state.request_id)))):
+    """Gives each request an id (in every answer, errors included) and renders failures as v2beta errors."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
             request.state.request_id = d.new_request_id()
-            try:
-                return await handler(request)
-            except Exception as e:
-                reply = d.error_reply(e, request.state.request_id)
-                if reply.status >= 500 and not isinstance(e, SdgateError):
-                    log.exception("%s %s failed", request.method, request.url.path)
-                else:
-                    log.info("%s %s -> %s %s", request.method, request.url.path, reply.status, reply.body[:200])
-                return _send(reply)
+            return await handler(request)
 
         return route
 
