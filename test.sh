@@ -7,6 +7,10 @@ EXTRAS=test source ./scripts/setup-env.sh
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || echo "could not install chromium: the browser tests will be skipped" >&2
 fi
+if [ -n "${CI:-}" ] && [ ! -x /usr/bin/chromium ]; then
+    echo "CI needs /usr/bin/chromium for the browser tests" >&2
+    exit 1
+fi
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 GRADIO_ANALYTICS_ENABLED=False
 set +e
 python -m pytest "$@"
