@@ -131,14 +131,22 @@ class JobQueue:
         if (t := self._current) is not None:
             t.skip()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def stop_accepting(self) -> None:
+        """The server is going down: refuse new jobs, answer the waiting ones with a clean "shutting down"
+        error, and interrupt the running one so its caller gets its partial images before connections close.
+        Returns at once (safe in a signal handler)."""
         with self._cond:
             self._closed = True
             for t in self._pending:
-                t.future.cancel()
+                if not t.future.done():
+                    t.future.set_exception(QueueFull("the server is shutting down"))
+                t.progress.state = "done"
             self._pending.clear()
             self._cond.notify_all()
         self.interrupt_current()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.stop_accepting()
         self._worker.join(timeout)
 
     # --- the worker ---

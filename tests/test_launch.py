@@ -77,3 +77,40 @@ def test_demo_starts_answers_and_stops_cleanly(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigterm_mid_generation_returns_the_partial_image_and_exits_cleanly(tmp_path):
+    import threading
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), "--demo", "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and "Running on local URL" not in proc.stdout.readline():
+            pass
+        answer = {}
+
+        def long_job():
+            answer["r"] = httpx.post(base + "/sdapi/v1/txt2img", timeout=120,
+                                     json={"prompt": "x", "steps": 150, "width": 512, "height": 512, "seed": 5})
+
+        client = threading.Thread(target=long_job)
+        client.start()
+        while httpx.get(base + "/sdapi/v1/progress", timeout=10).json()["state"]["sampling_step"] < 2:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        client.join(30)
+        response = answer["r"]
+        assert response.status_code == 200
+        assert len(response.json()["images"]) == 1  # the partial image, interrupted
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

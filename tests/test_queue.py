@@ -102,3 +102,24 @@ def test_cancel_drops_a_waiting_job():
         assert work.order == ["running"]
     finally:
         queue.close()
+
+
+def test_stopping_answers_waiting_jobs_and_interrupts_the_running_one():
+    work = Worker()
+    work.gate.clear()
+    queue = JobQueue(work)
+    try:
+        running = queue.submit(Job(prompt="running"))
+        while queue.current is None:
+            pass
+        waiting = queue.submit(Job(prompt="waiting"))
+        queue.stop_accepting()
+        assert running.interrupted
+        with pytest.raises(QueueFull, match="shutting down"):
+            waiting.result(timeout=1)
+        with pytest.raises(QueueFull, match="shutting down"):
+            queue.submit(Job(prompt="late"))
+        work.gate.set()
+        assert running.result(timeout=10).job.prompt == "running"
+    finally:
+        queue.close()

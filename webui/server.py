@@ -50,10 +50,24 @@ def _announce(server: uvicorn.Server, service) -> None:
             print(f"Running on public URL: {url}", flush=True)
 
 
+class _Server(uvicorn.Server):
+    """On SIGINT/SIGTERM, first let the running job finish early (interrupted, with its partial images) and
+    answer queued ones, so no request is still waiting when uvicorn's graceful-shutdown timeout cancels it."""
+
+    def __init__(self, config: uvicorn.Config, service):
+        super().__init__(config)
+        self.service = service
+
+    def handle_exit(self, sig, frame) -> None:
+        self.service.queue.stop_accepting()
+        super().handle_exit(sig, frame)
+
+
 def serve(app, service) -> None:
     cfg = service.config
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5)
+    server = _Server(
+        uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5),
+        service,
     )
     threading.Thread(target=_announce, args=(server, service), daemon=True).start()
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the handler that was
