@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from backends.config import Config  # noqa: E402
-from backends.remote.loopback import serve_in_thread  # noqa: E402
 from backends.service import create_service  # noqa: E402
 from webui.app import create_app  # noqa: E402
+from webui.server import serve_in_thread  # noqa: E402
 
 GENERATION = {"prompt": "bench", "seed": 1, "steps": 2, "width": 64, "height": 64}
 

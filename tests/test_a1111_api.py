@@ -8,55 +8,24 @@ import base64
 import datetime
 import io
 import json
-import socket
 import threading
 import time
-from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 import webuiapi
 from PIL import Image, ImageDraw
 
-from backends.config import Config
-from backends.service import create_service
-from webui.app import create_app
+from live import start_live_server
 
 SIZE = 64
 FAST = {"steps": 2, "width": SIZE, "height": SIZE}
 
 
-def start_server(tmp_path, **config) -> SimpleNamespace:
-    service = create_service(
-        Config(demo=True, models_dir=tmp_path / "models", outputs_dir=tmp_path / "outputs", **config)
-    )
-    app = create_app(service)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-
-    def stop():
-        server.should_exit = True
-        thread.join(10)
-        service.close()
-        sock.close()
-
-    return SimpleNamespace(url=url, port=port, service=service, outputs=tmp_path / "outputs", stop=stop)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("a1111"))
+    srv = start_live_server(tmp_path_factory.mktemp("a1111"))
     yield srv
     srv.stop()
 
@@ -440,7 +409,7 @@ def test_progress_and_interrupt_while_another_client_waits(server, http, api, mo
 
 def test_api_auth_and_gateway_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("SDGATE_GATEWAY_KEYS", "key-one, key-two")
-    srv = start_server(tmp_path, api_auth=[("alice", "s3cret")])
+    srv = start_live_server(tmp_path, api_auth=[("alice", "s3cret")])
     try:
         base = srv.url + "/sdapi/v1"
         r = httpx.get(base + "/options")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -19,13 +18,10 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
-from backends.config import Config
 from backends.dialects import modelslab as d
-from backends.service import create_service
-from webui.app import create_app
+from live import start_live_server
 
 KEY = "ml-test-key-1"
 OTHER_KEY = "ml-test-key-2"
@@ -35,30 +31,10 @@ STATUSES = {"success", "processing", "error", "failed"}
 
 def start_server(tmp_path, models_dir, modelslab: dict) -> SimpleNamespace:
     raw = {"keys": {"modelslab": [KEY, OTHER_KEY]}, "modelslab": modelslab}
-    service = create_service(
-        Config(demo=True, models_dir=models_dir, outputs_dir=tmp_path / "outputs", raw=raw, threads=1)
-    )
-    app = create_app(service)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-
-    def stop():
-        server.should_exit = True
-        thread.join(10)
-        service.close()
-        sock.close()
-
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-    return SimpleNamespace(url=f"http://127.0.0.1:{port}", service=service, stop=stop, http=client,
-                           api=d.ModelslabApi.for_service(service))
+    srv = start_live_server(tmp_path, models_dir=models_dir, raw=raw, threads=1)
+    client = httpx.Client(base_url=srv.url, timeout=120)
+    return SimpleNamespace(url=srv.url, service=srv.service, stop=srv.stop, http=client,
+                           api=d.ModelslabApi.for_service(srv.service))
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,17 @@ import base64
 import io
 import json
 import logging
+import shutil
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from backends.config import Config, ConfigError
+from backends.config import ConfigError
 from backends.remote.config import parse_relay_config
-from backends.remote.loopback import serve_in_thread
-from backends.service import create_service
-from webui.app import create_app
+from live import start_live_server
 
 GW_KEY = "gw-secret-0123456789"  # what the upstream accepts (and only the relay knows)
 CALLER_KEY = "caller-secret-9876543210"  # what callers of the relay hold
@@ -63,11 +63,8 @@ class Recorder:
 
 
 def _server(tmp, name: str, raw: dict, wrap=None):
-    service = create_service(Config(demo=True, models_dir=tmp / "models", outputs_dir=tmp / f"out-{name}", raw=raw))
-    app = create_app(service)
-    recorder = Recorder(app) if wrap else None
-    srv = serve_in_thread(recorder or app)
-    srv.service, srv.recorder = service, recorder
+    srv = start_live_server(tmp, outputs_dir=tmp / f"out-{name}", raw=raw, wrap=Recorder if wrap else None)
+    srv.recorder = srv.app if wrap else None
     return srv
 
 
@@ -103,7 +100,6 @@ def servers(tmp_path_factory, monkeypatch_module):
     yield upstream, same, cross
     for srv in (same, cross, upstream):
         srv.stop()
-        srv.service.close()
 
 
 @pytest.fixture(scope="module")
@@ -337,6 +333,61 @@ def test_ui_tab_backend_choice_runs_on_the_gateway(servers, http):
     # the dropdown offers only gateways that speak the tab's style
     with pytest.raises(Exception, match="gw-ml is not in the list of choices"):
         client.predict(**fields, backend="gw-ml", api_name="/stability_v1")
+
+
+# ------------------------------------------------------------------------------ a LoRA only the gateway has
+
+
+def test_modelslab_lora_only_the_gateway_has(servers, tmp_path, http):
+    """A ModelsLab request naming a LoRA this server lacks: refused when it runs here, sent on when its job runs
+    on a gateway (a `gateway:` model, or the style routed to a gateway), whose server finds it or names it missing."""
+    from backends.dialects import modelslab as ml
+
+    shared = Path(servers[0].service.config.models_dir)
+    # the gateway's models folder: the module's tiny models, and one LoRA that only it has
+    own = tmp_path / "gateway-models"
+    (own / "Lora").mkdir(parents=True)
+    (own / "Stable-diffusion").symlink_to(shared / "Stable-diffusion", target_is_directory=True)
+    for lora in (shared / "Lora").iterdir():
+        (own / "Lora" / lora.name).symlink_to(lora)
+    shutil.copyfile(shared / "Lora" / "tiny-sd1-lora.safetensors", own / "Lora" / "gateway-only-lora.safetensors")
+    gateway = start_live_server(tmp_path / "gateway", models_dir=own)
+    fast = {"auth": "none", "retries": 1, "backoff": 0.05, "deadline": 60, "poll_interval": 0.1}
+    relay = start_live_server(tmp_path / "relay", models_dir=shared, raw={
+        "modelslab": {"sync_wait": 60},
+        "gateways": [{"name": "gw-ml", "base_url": gateway.url, "styles": ["modelslab"], **fast},
+                     {"name": "gw-a1111", "base_url": gateway.url, "styles": ["a1111"], **fast}]})
+    try:
+        assert not (shared / "Lora" / "gateway-only-lora.safetensors").exists()
+        body = {"prompt": "a lamp", "width": 256, "height": 256, "num_inference_steps": 2, "seed": 5,
+                "lora_model": "gateway-only-lora", "lora_strength": "0.8"}
+        here = http.post(relay.url + "/api/v6/images/text2img", json={**body, "model_id": "tiny-sd1"})
+        assert here.status_code == 404 and here.json()["message"] == "lora not found: gateway-only-lora"
+
+        there = http.post(relay.url + "/api/v6/images/text2img", json={**body, "model_id": "gateway:gw-ml/tiny-sd1"})
+        assert there.status_code == 200, there.text
+        assert there.json()["status"] == "success" and there.headers["x-sdgate-backend"] == "gw-ml"
+        assert "lora" not in there.headers.get("x-sdgate-dropped-fields", "")
+        # the gateway's server is the one that checks: a LoRA it lacks too is named in its refusal
+        nowhere = http.post(relay.url + "/api/v6/images/text2img",
+                            json={**body, "model_id": "gateway:gw-ml/tiny-sd1", "lora_model": "nowhere-lora"})
+        assert nowhere.status_code != 200 and "nowhere-lora" in nowhere.json()["message"]
+
+        # a route context (the style routed to a gateway, or the UI's Backend choice) skips the local check too
+        api = ml.ModelslabApi.for_service(relay.service)
+        request = ml.Text2ImgRequest(**body)
+
+        async def plan_on(backend: str):
+            with relay.service.relay.use_backend(backend, "modelslab"):
+                return await api.plan(request)
+
+        plan = asyncio.run(plan_on("gw-a1111"))
+        assert [lora.name for lora in plan.job.loras] == ["gateway-only-lora"]
+        with pytest.raises(ml.LoraNotFound, match="gateway-only-lora"):
+            asyncio.run(plan_on("local"))
+    finally:
+        relay.stop()
+        gateway.stop()
 
 
 # ------------------------------------------------------------------------------ keys

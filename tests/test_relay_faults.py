@@ -24,13 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from backends.config import Config
 from backends.remote.client import Deadline, GatewayClient
 from backends.remote.config import GatewayConfig
 from backends.remote.errors import UpstreamError
-from backends.remote.loopback import free_port, serve_in_thread
-from backends.service import create_service
-from webui.app import create_app
+from live import start_live_server
+from webui.server import free_port, serve_in_thread
 
 KEY = "gw-fault-key-0123456789"
 SLACK = 1.5  # seconds allowed past a deadline for thread hops and a loaded 2-core machine
@@ -122,13 +120,10 @@ def relay(tmp_path_factory):
     ]
     aliases = {g["name"]: f"gateway:{g['name']}" for g in gateways}
     aliases.update({"garbage-engine": "gateway:garbage", "garbage-model": "gateway:garbage"})
-    service = create_service(Config(demo=True, models_dir=tmp / "models", outputs_dir=tmp / "out", model_aliases=aliases,
-                                    raw={"gateways": gateways, "models": {"aliases": aliases}}))
-    server = serve_in_thread(create_app(service))
-    server.service = service
+    server = start_live_server(tmp, outputs_dir=tmp / "out", model_aliases=aliases,
+                               raw={"gateways": gateways, "models": {"aliases": aliases}})
     yield server, calls
     server.stop()
-    service.close()
     upstream.stop()
     mp.undo()
 

@@ -14,23 +14,16 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
-import threading
-import time
 from dataclasses import replace
-from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 
-from backends.config import Config
 from backends.dialects import stability_v1 as v1
 from backends.job import Job
-from backends.service import create_service
-from webui.app import create_app
+from live import start_live_server
 
 KEY = "sk-test-v1-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -42,34 +35,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SLOW = bool(os.environ.get("SDGATE_SLOW_TESTS"))
 
 
-def start_server(tmp_path, **config) -> SimpleNamespace:
-    service = create_service(
-        Config(demo=True, models_dir=tmp_path / "models", outputs_dir=tmp_path / "outputs", **config)
-    )
-    app = create_app(service)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-
-    def stop():
-        server.should_exit = True
-        thread.join(10)
-        service.close()
-        sock.close()
-
-    return SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port, service=service, stop=stop)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("stability_v1"), raw={"keys": {"stability": [KEY]}})
+    srv = start_live_server(tmp_path_factory.mktemp("stability_v1"), raw={"keys": {"stability": [KEY]}})
     yield srv
     srv.stop()
 

@@ -10,57 +10,25 @@ from __future__ import annotations
 import base64
 import io
 import re
-import socket
-import threading
-import time
-from types import SimpleNamespace
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
-from backends.config import Config
 from backends.dialects import stability_v2 as d
 from backends.job import Job
-from backends.service import create_service
-from webui.app import create_app
+from live import start_live_server
 
 GEN = "/v2beta/stable-image/generate"
 IMAGE_ACCEPT = {"accept": "image/*"}
 JSON_ACCEPT = {"accept": "application/json"}
 
 
-def start_server(tmp_path, raw: dict) -> SimpleNamespace:
-    service = create_service(
-        Config(demo=True, models_dir=tmp_path / "models", outputs_dir=tmp_path / "outputs", raw=raw)
-    )
-    app = create_app(service)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
-
-    def stop():
-        server.should_exit = True
-        thread.join(10)
-        service.close()
-        sock.close()
-
-    return SimpleNamespace(url=f"http://127.0.0.1:{port}", service=service, stop=stop)
-
-
 @pytest.fixture(scope="module")
 def http(tmp_path_factory):
     raw = {"stability_v2": {"steps": 1, "turbo_steps": 1, "size_scale": 0.25, "sampler": "Euler", "schedule": None,
                             "blocked_terms": ["forbiddenword"], "english_only": True}}
-    srv = start_server(tmp_path_factory.mktemp("v2a"), raw)
+    srv = start_live_server(tmp_path_factory.mktemp("v2a"), raw=raw)
     with httpx.Client(base_url=srv.url, timeout=120) as client:
         yield client
     srv.stop()
@@ -76,7 +44,7 @@ def full(tmp_path_factory):
     raw = {"keys": {"stability": [KEY, RATE_KEY]},
            "stability_v2": {"steps": 1, "turbo_steps": 1, "sampler": "Euler", "schedule": None,
                             "rate_limit": RATE_LIMIT, "rate_window_s": 10, "rate_timeout_s": 60}}
-    srv = start_server(tmp_path_factory.mktemp("v2b"), raw)
+    srv = start_live_server(tmp_path_factory.mktemp("v2b"), raw=raw)
     with httpx.Client(base_url=srv.url, timeout=120) as client:
         yield client
     srv.stop()

@@ -24,7 +24,7 @@ expect = playwright_api.expect
 
 from gradio_client import Client  # noqa: E402
 
-from ui_server import start_server  # noqa: E402
+from live import start_live_server  # noqa: E402
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
@@ -36,7 +36,7 @@ SEED = re.compile(r"Seed: (\d+)")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("ui_browser"))
+    srv = start_live_server(tmp_path_factory.mktemp("ui_browser"))
     yield srv
     srv.stop()
 
@@ -298,7 +298,7 @@ def test_phone_layout(browser, server):
 
 
 def test_auth_asks_for_a_login_and_rejects_a_wrong_password(browser, tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("ui_auth"), auth=[("alice", "wonderland")])
+    srv = start_live_server(tmp_path_factory.mktemp("ui_auth"), auth=[("alice", "wonderland")])
     try:
         p = Page(browser, srv.url, viewport={"width": 1280, "height": 900})
         page = p.page

@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from backends.dialects import stability_v2 as v2
-from ui_server import start_server
+from live import start_live_server
 from webui.tabs.common import REQUEST_CHUNK
 
 SEED_RE = re.compile(r"Seed: (\d+)")
@@ -27,7 +27,7 @@ V2_SETTINGS = {"stability_v2": {"size_scale": 0.125, "steps": 4, "turbo_steps": 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("ui_client"), raw=V2_SETTINGS)
+    srv = start_live_server(tmp_path_factory.mktemp("ui_client"), raw=V2_SETTINGS)
     yield srv
     srv.stop()
 

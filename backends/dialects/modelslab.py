@@ -59,6 +59,7 @@ from ..job import (
 )
 from ..local.samplers import diffusers_schedulers, resolve_sampler
 from ..outputs import write_atomic
+from ..remote import routing
 from .modelslab_jobs import JobStore, Record, deliver_webhook, key_owner, webhook_problem
 
 log = logging.getLogger(__name__)
@@ -695,6 +696,13 @@ def output_images(plan: Plan, result: Result) -> list[Image.Image]:
     return [im.resize((im.width * 2, im.height * 2), Image.LANCZOS) for im in result.images]
 
 
+def _on_gateway(model: ModelInfo) -> bool:
+    """Whether a job for `model` runs on a remote gateway, not here: a `gateway:` model (alias or target), or a
+    route context that names a gateway (the style routed to one, or the UI's Backend choice)."""
+    ctx = routing.current()
+    return model.kind == "gateway" or (ctx is not None and ctx.gateway is not None)
+
+
 class ModelslabApi(PerService):
     """What each ModelsLab route does, over a Service. One instance per service (the results store is in it)."""
 
@@ -745,7 +753,8 @@ class ModelslabApi(PerService):
         model_id = (req.model_id or "").strip() or None
         model, notes = await asyncio.to_thread(self._resolve_model, model_id)
         plan = build_plan(req, model=model, model_id=model_id, settings=self.settings, notes=notes)
-        await asyncio.to_thread(self._check_loras, plan.job.loras)
+        if not _on_gateway(model):  # a gateway has LoRAs of its own: it finds them or says which it lacks
+            await asyncio.to_thread(self._check_loras, plan.job.loras)
         return plan
 
     def base_url(self, request_base: str) -> str:
