@@ -48,6 +48,11 @@ class ModelNotFound(SdgateError):
     code = "model_not_found"
 
 
+class LoraNotFound(InvalidRequest):
+    status = 404
+    code = "lora_not_found"
+
+
 class ModelUnavailable(SdgateError):
     """The model is known but cannot be loaded here (e.g. a hub repo id while offline)."""
 

@@ -49,6 +49,7 @@ from ..job import (
     InvalidRequest,
     Job,
     Lora,
+    LoraNotFound,
     ModelInfo,
     ModelNotFound,
     ModelUnavailable,
@@ -240,11 +241,6 @@ class Forbidden(SdgateError):
 class RequestNotFound(SdgateError):
     status = 404
     code = "request_not_found"
-
-
-class LoraNotFound(InvalidRequest):
-    status = 404
-    code = "lora_not_found"
 
 
 class RateLimited(QueueFull):

@@ -12,16 +12,11 @@ from pathlib import Path
 
 import torch
 
-from ..job import InvalidRequest, Lora
+from ..job import InvalidRequest, Lora, LoraNotFound
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".safetensors", ".pt", ".ckpt", ".bin")
-
-
-class LoraNotFound(InvalidRequest):
-    status = 404
-    code = "lora_not_found"
 
 
 class LoraLibrary:
