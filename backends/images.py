@@ -9,7 +9,7 @@ import binascii
 import io
 import re
 
-from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, PngImagePlugin
 
 from .job import InvalidRequest
 
@@ -30,6 +30,20 @@ _USER_COMMENT_UNICODE = b"UNICODE\0"
 _USER_COMMENT_ASCII = b"ASCII\0\0\0"
 
 
+class UnreadableImage(ValueError):
+    """Bytes that Pillow cannot read as an image (or a decompression bomb); the message says why."""
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Bytes → a loaded PIL image, or UnreadableImage. Each caller words the error in its own style."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+        raise UnreadableImage(str(e)) from None
+    return image
+
+
 def decode_base64_image(data: str | None, field: str = "image") -> Image.Image:
     """Base64 (with or without a `data:image/...;base64,` prefix, with line breaks, URL-safe or unpadded)
     → a loaded PIL image. Errors name the field, since a bad image is the commonest client mistake."""
@@ -48,11 +62,9 @@ def decode_base64_image(data: str | None, field: str = "image") -> Image.Image:
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"{field}: invalid encoded image (not base64)", details={"field": field}) from None
     try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        return open_image(raw)
+    except UnreadableImage as e:
         raise InvalidRequest(f"{field}: invalid encoded image ({e})", details={"field": field}) from None
-    return image
 
 
 def normalise_format(fmt: str | None) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64 as b64
 import binascii
-import io
 import json
 import logging
 import math
@@ -42,7 +41,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from ..config import ConfigError
-from ..images import encode_image
+from ..images import UnreadableImage, encode_image, open_image
 from . import PerService
 from ..job import (
     GenerationFailed,
@@ -1200,9 +1199,8 @@ def decode_output(entry: str) -> Image.Image | None:
         return None
     text = re.sub(r"^data:[^,]*,", "", text)
     try:
-        image = Image.open(io.BytesIO(b64.b64decode(text + "=" * (-len(text) % 4), validate=False)))
-        image.load()
-    except (binascii.Error, ValueError, OSError) as e:
+        image = open_image(b64.b64decode(text + "=" * (-len(text) % 4), validate=False))
+    except (binascii.Error, UnreadableImage) as e:
         raise GenerationFailed(f"a ModelsLab output entry is neither a URL nor an image ({e})") from None
     return image
 

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 from urllib.parse import quote
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..images import encode_image
+from ..images import UnreadableImage, encode_image, open_image
 from . import PerService
 from ..job import (
     GenerationFailed,
@@ -409,11 +409,9 @@ def wants_png(accept: str | None) -> bool:
 
 def _open_image(data: bytes, field_name: str) -> Image.Image:
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        return open_image(data)
+    except UnreadableImage as e:
         raise bad_request(f"{field_name}: not a readable PNG, JPEG or WebP image ({e})", "invalid_mime_type") from None
-    return image
 
 
 def read_image(value: Any, field_name: str) -> Image.Image:
@@ -941,9 +939,8 @@ def response_to_result(
         if reason == "CONTENT_FILTERED":
             notes.append(f"upstream image {i} was CONTENT_FILTERED (blurred or blacked out)")
         try:
-            image = Image.open(io.BytesIO(raw))
-            image.load()
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+            image = open_image(raw)
+        except UnreadableImage as e:
             exc = GenerationFailed(f"upstream image {i} cannot be decoded ({e})")
             exc.status = 502
             raise exc from None

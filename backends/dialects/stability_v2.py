@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..images import encode_image
+from ..images import UnreadableImage, encode_image, open_image
 from . import PerService
 from ..job import (
     GenerationFailed, InvalidRequest, Job, ModelInfo, ModelNotFound, QueueFull, Result, SdgateError,
@@ -358,9 +358,8 @@ async def read_form(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
 def decode_input_image(data: bytes, endpoint: str) -> Image.Image:
     """The `image` file part → a loaded RGB image, with upstream's format and size rules."""
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        image = open_image(data)
+    except UnreadableImage as e:
         raise bad_request(f"image: could not be read as png, jpeg or webp ({e})") from None
     if image.format not in INPUT_FORMATS:
         raise bad_request(f"image: format {image.format} is not supported; use png, jpeg or webp")
@@ -849,9 +848,8 @@ def parse_upstream_response(status: int, headers: Mapping[str, str], content: by
         seed = _header(headers, "seed")
         mime = ctype.split(";")[0].strip() or "image/png"
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        image = open_image(data)
+    except UnreadableImage as e:
         raise GenerationFailed(f"upstream sent no readable image ({e})") from None
     try:
         seed_value = int(seed) if seed is not None and str(seed).strip() != "" else None

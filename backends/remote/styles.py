@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from PIL import Image
 
+from ..images import UnreadableImage, open_image
 from ..job import GenerationFailed, Job, Result
 from .client import Deadline, GatewayClient
 from .config import GatewayConfig
@@ -126,13 +127,9 @@ async def download(out: Outbound, url: str) -> bytes:
 
 
 def _open(data: bytes, what: str) -> Image.Image:
-    import io
-
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return image
-    except (OSError, ValueError) as e:
+        return open_image(data)
+    except UnreadableImage as e:
         raise GenerationFailed(f"{what} is not an image ({e})") from None
 
 
