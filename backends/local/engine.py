@@ -107,23 +107,25 @@ class LocalEngine:
         loras = job.loras + loras_from_tags(networks)
         apply_loras(loaded.pipe, loras, self.loras)
 
+        # every batch of a job has the same prompts: encode them once
+        embeds = encode_prompts(
+            pipe,
+            [prompt] * job.batch_size,
+            [negative] * job.batch_size,
+            clip_skip=job.clip_skip,
+            weighting=job.prompt_weighting,
+        )
+        t_encoded = time.perf_counter()
+
         images: list[Image.Image] = []
         interrupted = skipped = False
-        timings = {"load": t_loaded - t_start, "encode": 0.0, "denoise": 0.0}
+        timings = {"load": t_loaded - t_start, "encode": t_encoded - t_loaded, "denoise": 0.0}
         for batch_no in range(job.n_iter):
             if control.interrupted:
                 interrupted = True
                 break
             control.skipped = False
             batch_seeds = seeds[batch_no * job.batch_size : (batch_no + 1) * job.batch_size]
-            t0 = time.perf_counter()
-            embeds = encode_prompts(
-                pipe,
-                [prompt] * len(batch_seeds),
-                [negative] * len(batch_seeds),
-                clip_skip=job.clip_skip,
-                weighting=job.prompt_weighting,
-            )
             t1 = time.perf_counter()
             pipe.scheduler = make_scheduler(loaded.base_scheduler, choice, seed=batch_seeds)
             out = pipe(
@@ -139,7 +141,6 @@ class LocalEngine:
                 output_type="pil",
             )
             t2 = time.perf_counter()
-            timings["encode"] += t1 - t0
             timings["denoise"] += t2 - t1
             images.extend(out.images)
             if control.interrupted:
