@@ -13,6 +13,11 @@ from backends.job import SdgateError
 log = logging.getLogger(__name__)
 
 
+def client_host(request: Request) -> str | None:
+    """The caller's address, for the loopback-only rule when a style has no keys."""
+    return request.client.host if request.client else None
+
+
 def styled_errors(render: Callable[[Request, Exception], Response], *, passthrough: tuple = ()) -> type[APIRoute]:
     """An APIRoute class whose failures come back in one API style's own error shape (`render`), on that style's
     routes only: each style has its own shape, so no app-wide handler can serve them all. A failure that is not

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from backends.dialects import modelslab as d
 from backends.remote.http import relay_or_run
 
-from . import styled_errors
+from . import client_host, styled_errors
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ def _route_class(api: d.ModelslabApi) -> type[APIRoute]:
     return styled_errors(render)
 
 
-def _client(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 def create_router(service) -> APIRouter:
     api = d.ModelslabApi.for_service(service)
     r = APIRouter(route_class=_route_class(api), tags=["ModelsLab API"])
@@ -43,8 +39,8 @@ def create_router(service) -> APIRouter:
         async def text2img(request: Request) -> JSONResponse:
             body = await request.body()
             return await relay_or_run(request, "modelslab", lambda: api.text2img(
-                body, family, str(request.base_url), _client(request)), then=JSONResponse, body=body,
-                check=lambda: api.authorize(d.parse_body(body), _client(request)))
+                body, family, str(request.base_url), client_host(request)), then=JSONResponse, body=body,
+                check=lambda: api.authorize(d.parse_body(body), client_host(request)))
 
         text2img.__name__ = f"text2img_{family.name.replace('-', '_')}"
         return text2img
@@ -52,14 +48,14 @@ def create_router(service) -> APIRouter:
     async def fetch(request: Request) -> JSONResponse:
         body = await request.body()
         return await relay_or_run(request, "modelslab", lambda: api.fetch(
-            body, None, str(request.base_url), _client(request)), then=JSONResponse, body=body,
-            check=lambda: api.authorize(d.parse_body(body), _client(request)))
+            body, None, str(request.base_url), client_host(request)), then=JSONResponse, body=body,
+            check=lambda: api.authorize(d.parse_body(body), client_host(request)))
 
     async def fetch_by_id(request: Request, request_id: str) -> JSONResponse:
         body = await request.body()
         return await relay_or_run(request, "modelslab", lambda: api.fetch(
-            body, request_id, str(request.base_url), _client(request)), then=JSONResponse, body=body,
-            check=lambda: api.authorize(d.parse_body(body), _client(request)))
+            body, request_id, str(request.base_url), client_host(request)), then=JSONResponse, body=body,
+            check=lambda: api.authorize(d.parse_body(body), client_host(request)))
 
     for family in d.FAMILIES:
         for path in family.generate:
@@ -75,7 +71,7 @@ def create_router(service) -> APIRouter:
     }
     def manage(name: str, method):
         async def call(request: Request) -> JSONResponse:
-            return JSONResponse(await method(await request.body(), _client(request)))
+            return JSONResponse(await method(await request.body(), client_host(request)))
 
         call.__name__ = name
         return call
@@ -85,7 +81,7 @@ def create_router(service) -> APIRouter:
 
     @r.post(d.SYSTEM_LOAD, summary="queue length and time (legacy)")
     async def system_load(request: Request) -> JSONResponse:
-        return JSONResponse(await api.system_load(await request.body(), _client(request)))
+        return JSONResponse(await api.system_load(await request.body(), client_host(request)))
 
     @r.api_route(d.GENERATIONS + "/{name}", methods=["GET", "HEAD"], summary="a generated image (expires)")
     async def generation(name: str):

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 from backends.dialects import stability_v1 as d
 from backends.remote.http import relay_or_run
 
-from . import styled_errors
+from . import client_host, styled_errors
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _routes(api: d.StabilityV1Api, tag: str) -> APIRouter:
     r = APIRouter(route_class=StabilityV1Route, tags=[tag], responses=_ERRORS)
 
     def authorize(request: Request) -> None:
-        api.authorize(request.headers.get("authorization"), request.client.host if request.client else None)
+        api.authorize(request.headers.get("authorization"), client_host(request))
 
     png_doc = {200: {"model": d.GenerationResponse,
                      "content": {"image/png": {}},

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from backends.dialects import stability_v2 as d
 from backends.remote.http import relay_or_run
 
-from . import styled_errors
+from . import client_host, styled_errors
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _routes(api: d.StabilityV2Api, tag: str) -> APIRouter:
 
     def make(endpoint: str):
         async def generate(request: Request) -> Response:
-            api.check_caller(request.headers, request.client.host if request.client else None)
+            api.check_caller(request.headers, client_host(request))
             body = await read_capped(request, api.settings.max_body)
             return await relay_or_run(request, "stability_v2", lambda: api.generate(
                 endpoint, request.headers, body, request.state.request_id), then=_send, body=body)
