@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = config_from_args(args)
-        from backends.service import create_service
+        from backends.assembly import create_service
 
         service = create_service(cfg)
     except (ConfigError, SdgateError) as e:

@@ -12,6 +12,8 @@ if [ -n "${CI:-}" ] && [ ! -x /usr/bin/chromium ]; then
     exit 1
 fi
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 GRADIO_ANALYTICS_ENABLED=False
+# The layers of docs/architecture.md (contracts in pyproject.toml); a broken layer fails the run before any test.
+lint-imports --no-cache
 set +e
 python -m pytest "$@"
 code=$?

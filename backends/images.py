@@ -44,9 +44,22 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
+def decode_base64(data: str | bytes) -> bytes:
+    """Base64 as clients send it (with or without a `data:...;base64,` prefix, with line breaks, URL-safe or
+    unpadded) → bytes; ValueError when it is not base64. The one decoder: every style's images come through it."""
+    text = data.decode("ascii", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
+    text = _WHITESPACE.sub("", _DATA_URL.sub("", text.strip(), count=1))
+    text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+
+
 def decode_base64_image(data: str | None, field: str = "image") -> Image.Image:
-    """Base64 (with or without a `data:image/...;base64,` prefix, with line breaks, URL-safe or unpadded)
-    → a loaded PIL image. Errors name the field, since a bad image is the commonest client mistake."""
+    """Base64 (any form `decode_base64` reads) → a loaded PIL image. Errors name the field, since a bad image is
+    the commonest client mistake."""
     if data is None or not str(data).strip():
         raise InvalidRequest(f"{field}: no image data", details={"field": field})
     text = str(data).strip()
@@ -54,12 +67,9 @@ def decode_base64_image(data: str | None, field: str = "image") -> Image.Image:
         raise InvalidRequest(
             f"{field}: image URLs are not supported; send the image as base64", details={"field": field}
         )
-    text = _WHITESPACE.sub("", _DATA_URL.sub("", text, count=1))
-    text = text.replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        raw = decode_base64(text)
+    except ValueError:
         raise InvalidRequest(f"{field}: invalid encoded image (not base64)", details={"field": field}) from None
     try:
         return open_image(raw)

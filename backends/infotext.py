@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import REPO_ROOT
 from .job import ModelInfo
+from .samplers import A1111_SAMPLERS, SCHEDULES
 
 
 def _package_version() -> str:
@@ -138,15 +139,14 @@ def _split_legacy_sampler(res: dict[str, Any]) -> None:
     sampler = res.get("Sampler")
     if not isinstance(sampler, str) or "Schedule type" in res:
         return
-    from .local.samplers import a1111_samplers, a1111_schedulers
-    names = {s["name"] for s in a1111_samplers()}
+    names = {s.name for s in A1111_SAMPLERS}
     if sampler in names:
         return
-    for sched in a1111_schedulers():
-        for label in (sched["label"], sched["name"]):
+    for sched in SCHEDULES:
+        for label in (sched.label, sched.name):
             if sampler.endswith(" " + label) and sampler[: -len(label) - 1] in names:
                 res["Sampler"] = sampler[: -len(label) - 1]
-                res["Schedule type"] = sched["label"]
+                res["Schedule type"] = sched.label
                 return
 
 

@@ -1,14 +1,16 @@
-"""The contract between the API dialects and the backends.
+"""The contract between the API dialects and the backends (docs/architecture.md).
 
 Every dialect (A1111, Stability v1/v2beta, ModelsLab) translates its request into a `Job` and a `Result`
 back into its response. The engine, the queue and the relay know only these types and the errors below.
+This module imports nothing of the project: everything else may import it.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -70,6 +72,41 @@ class GenerationFailed(SdgateError):
     code = "generation_failed"
 
 
+# ------------------------------------------------------------------------------------ styles and routes
+
+
+class Style(str, enum.Enum):
+    """The API styles: the one vocabulary for keys, config, the relay, the UI and logs. A str, so a config
+    value or a JSON field compares equal to it ("a1111" == Style.A1111)."""
+
+    A1111 = "a1111"
+    STABILITY_V1 = "stability_v1"
+    STABILITY_V2 = "stability_v2"
+    MODELSLAB = "modelslab"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one request runs, decided once when it arrives (`Service.route_for`, or the UI's Backend choice)
+    and carried as a value from there on: never read from hidden state.
+
+    gateway None: this server's engine. A gateway name: `forward` says the gateway speaks the caller's style and
+    gets the caller's request as it is; otherwise the request's Jobs are translated to a style it speaks."""
+
+    gateway: str | None = None
+    forward: bool = False
+
+    @property
+    def local(self) -> bool:
+        return self.gateway is None
+
+
+LOCAL = Route()
+
+
 # ------------------------------------------------------------------------------------------ the job
 
 
@@ -113,10 +150,12 @@ class Job:
     mask_crop_padding: int | None = None
     # send a preview of the running latents every N steps (0: never)
     preview_every: int = 0
-    # which dialect made the job, for logs; free-form extras a dialect wants echoed in its response
-    source: str = ""
+    # the style whose dialect made the job: the relay sends it to a gateway in this style when it can
+    style: Style | None = None
+    # the making dialect's own notes (e.g. the original request for a same-style relay); opaque to all other code
     extra: dict[str, Any] = field(default_factory=dict)
-    # where it runs: None (the local queue, unless routing sends it to a gateway), "local", or a gateway name
+    # where it runs: None or "local" (the local queue, unless `model` names a gateway's model), or a gateway name.
+    # Set from the request's Route when the dialect builds the job.
     backend: str | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -128,14 +167,19 @@ class Job:
 # --------------------------------------------------------------------------------------- the result
 
 
+# single_file/folder/repo: a local model as found on disk or named by repo id; gateway: a model a gateway serves
+# (`gateway:<name>/<model>`); remote: what a gateway's answer said it used.
+ModelKind = Literal["single_file", "folder", "repo", "gateway", "remote"]
+
+
 @dataclass
 class ModelInfo:
     """A model the server can load. `title`/`name`/`hash` follow A1111's /sd-models conventions."""
 
     name: str  # model_name: relative path without extension, separators replaced by "_"
     title: str  # "relative/path.safetensors [shorthash]" (or the name when there is no hash)
-    source: str  # file path, folder path or hub repo id
-    kind: str  # "single_file" | "folder" | "repo"
+    source: str  # file path, folder path, hub repo id, or for a gateway's model its target
+    kind: ModelKind
     hash: str | None = None  # A1111 short hash: first 10 hex chars of sha256
     sha256: str | None = None
     family: str | None = None  # "sd1" | "sd2" | "sdxl" once known
@@ -157,6 +201,8 @@ class Result:
     skipped: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     finished_at: float = 0.0
+    backend: str | None = None  # the gateway that answered; None: this server's engine
+    dropped: list[str] = field(default_factory=list)  # Job fields the gateway's style could not carry
 
 
 @dataclass

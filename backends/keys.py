@@ -12,7 +12,18 @@ import ipaddress
 import os
 import secrets
 
+from .job import Style
+
+# key section → its environment variable. Both Stability styles share one set of keys, as a Stability account does.
 STYLES = {"stability": "SDGATE_STABILITY_KEYS", "modelslab": "SDGATE_MODELSLAB_KEYS"}
+SECTION = {Style.STABILITY_V1: "stability", Style.STABILITY_V2: "stability", Style.MODELSLAB: "modelslab"}
+
+
+def _section(style: Style | str) -> str:
+    try:
+        return SECTION.get(Style(style), str(style))
+    except ValueError:
+        return str(style)  # a section name ("stability") given directly
 
 
 def is_loopback(host: str | None) -> bool:
@@ -36,11 +47,11 @@ class ApiKeys:
             keys += [k.strip() for k in environ.get(env_name, "").split(",") if k.strip()]
             self._keys[style] = keys
 
-    def configured(self, style: str) -> bool:
-        return bool(self._keys.get(style))
+    def configured(self, style: Style | str) -> bool:
+        return bool(self._keys.get(_section(style)))
 
-    def allows(self, style: str, presented: str | None, client_host: str | None) -> bool:
-        keys = self._keys.get(style, [])
+    def allows(self, style: Style | str, presented: str | None, client_host: str | None) -> bool:
+        keys = self._keys.get(_section(style), [])
         if not keys:
             return is_loopback(client_host)
         if not presented:

@@ -19,23 +19,12 @@ from PIL import Image
 
 from .images import EXTENSIONS, encode_image, normalise_format
 
-_NUMBERED = re.compile(r"^(\d+)-")
 # One lock for the process: two requests finishing together must not pick the same number.
 _lock = threading.Lock()
 
 
 def day_folder(outputs_dir: Path, kind: str, when: datetime.date | None = None) -> Path:
     return Path(outputs_dir) / kind / (when or datetime.date.today()).isoformat()
-
-
-def next_number(folder: Path) -> int:
-    highest = -1
-    if folder.is_dir():
-        for entry in os.scandir(folder):
-            m = _NUMBERED.match(entry.name)
-            if m:
-                highest = max(highest, int(m.group(1)))
-    return highest + 1
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -52,6 +41,19 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def save_bytes(data: bytes, outputs_dir: Path, kind: str, seed: int | str, ext: str = "png", *,
+               prefix: str = "") -> Path:
+    """Write an encoded image as `outputs_dir/kind/YYYY-MM-DD/[prefix]NNNNN-<seed>.<ext>`, numbered one past the
+    highest in that folder (under the one process lock) and renamed into place."""
+    folder = day_folder(outputs_dir, kind)
+    with _lock:
+        folder.mkdir(parents=True, exist_ok=True)
+        number = _next_number(folder, prefix)
+        path = folder / f"{prefix}{number:05d}-{seed}.{ext}"
+        write_atomic(path, data)
+    return path
+
+
 def save_image(
     image: Image.Image,
     outputs_dir: Path,
@@ -66,20 +68,19 @@ def save_image(
     """Save into `outputs_dir/kind/YYYY-MM-DD/[prefix]NNNNN-<seed>.<ext>` with the infotext embedded."""
     pil_format = normalise_format(fmt)
     data = encode_image(image, fmt, infotext, quality=quality)
-    folder = day_folder(outputs_dir, kind)
-    with _lock:
-        folder.mkdir(parents=True, exist_ok=True)
-        number = next_number(folder) if not prefix else _next_prefixed(folder, prefix)
-        path = folder / f"{prefix}{number:05d}-{seed}.{EXTENSIONS[pil_format]}"
-        write_atomic(path, data)
-    return path
+    return save_bytes(data, outputs_dir, kind, seed, EXTENSIONS[pil_format], prefix=prefix)
 
 
-def _next_prefixed(folder: Path, prefix: str) -> int:
+def next_number(folder: Path) -> int:
+    return _next_number(folder, "")
+
+
+def _next_number(folder: Path, prefix: str) -> int:
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)-")
     highest = -1
-    for entry in os.scandir(folder):
-        m = pattern.match(entry.name)
-        if m:
-            highest = max(highest, int(m.group(1)))
+    if folder.is_dir():
+        for entry in os.scandir(folder):
+            m = pattern.match(entry.name)
+            if m:
+                highest = max(highest, int(m.group(1)))
     return highest + 1

@@ -24,7 +24,8 @@ import torch  # noqa: E402
 from backends.job import Job  # noqa: E402
 from backends.local.engine import LocalEngine  # noqa: E402
 from backends.local.models import ModelManager  # noqa: E402
-from backends.local.samplers import make_scheduler, resolve_sampler  # noqa: E402
+from backends.local.schedulers import make_scheduler
+from backends.samplers import resolve_sampler  # noqa: E402
 from backends.local.tiny import write_tiny_models  # noqa: E402
 
 

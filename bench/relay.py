@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from backends.config import Config  # noqa: E402
-from backends.service import create_service  # noqa: E402
+from backends.assembly import create_service  # noqa: E402
 from webui.app import create_app  # noqa: E402
 from webui.server import serve_in_thread  # noqa: E402
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backends.config import Config
-from backends.service import create_service
+from backends.assembly import create_service
 from webui.app import create_app
 from webui.server import LoopbackServer, serve_in_thread
 

@@ -12,9 +12,12 @@ from PIL import Image, ImageDraw
 from pydantic import ValidationError
 
 from backends import outputs
+from backends.config import REPO_ROOT
 from backends.dialects import a1111 as d
 from backends.images import decode_base64_image, encode_base64, encode_image, read_infotext
+from backends.infotext import checkpoint_short_name, create_infotext, parse_generation_parameters
 from backends.job import InvalidRequest, ModelInfo, ModelNotFound
+from backends.styles import StyleStore
 
 # ------------------------------------------------------------------------------------------ request models
 
@@ -67,7 +70,7 @@ def test_infotext_matches_a1111_example():
         "Steps": 20, "Sampler": "Euler a", "Schedule type": "Automatic", "CFG scale": 7.0, "Seed": 1234,
         "Size": "512x512", "Model hash": "6ce0161689", "Model": "v1-5-pruned-emaonly", "Version": "v1.10.1",
     }
-    assert d.create_infotext("a cat", "", params) == (
+    assert create_infotext("a cat", "", params) == (
         "a cat\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7.0, Seed: 1234, Size: 512x512, "
         "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1"
     )
@@ -78,7 +81,7 @@ def test_infotext_key_order_quoting_and_negative():
         "Version": "sdgate-1", "Lora hashes": "x: 1a2b", "Hires upscale": 2.0, "Clip skip": 2, "Seed": 7,
         "Steps": 4, "Sampler": "Euler", "RNG": "CPU", "Denoising strength": 0.5, "Face restoration": None,
     }
-    text = d.create_infotext("p", "bad, ugly", params)
+    text = create_infotext("p", "bad, ugly", params)
     assert text == (
         "p\nNegative prompt: bad, ugly\nSteps: 4, Sampler: Euler, Seed: 7, Denoising strength: 0.5, Clip skip: 2, "
         'RNG: CPU, Lora hashes: "x: 1a2b", Hires upscale: 2.0, Version: sdgate-1'
@@ -86,12 +89,12 @@ def test_infotext_key_order_quoting_and_negative():
 
 
 def test_parse_generation_parameters_reverses_infotext():
-    text = d.create_infotext(
+    text = create_infotext(
         "a cat,\nin a hat", "ugly\nblurry",
         {"Steps": 20, "Sampler": "DPM++ 2M", "Schedule type": "Karras", "CFG scale": 7.0, "Seed": 42,
          "Size": "512x768", "Lora hashes": "a: 1, b: 2", "Version": "sdgate-0.1.0"},
     )
-    res = d.parse_generation_parameters(text)
+    res = parse_generation_parameters(text)
     assert res["Prompt"] == "a cat,\nin a hat" and res["Negative prompt"] == "ugly\nblurry"
     assert res["Steps"] == "20" and res["Sampler"] == "DPM++ 2M" and res["Schedule type"] == "Karras"
     assert res["Size-1"] == "512" and res["Size-2"] == "768" and res["Seed"] == "42"
@@ -100,17 +103,17 @@ def test_parse_generation_parameters_reverses_infotext():
 
 
 def test_parse_legacy_sampler_name_and_prompt_only():
-    res = d.parse_generation_parameters("x\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1")
+    res = parse_generation_parameters("x\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1")
     assert res["Sampler"] == "DPM++ 2M" and res["Schedule type"] == "Karras"
-    only = d.parse_generation_parameters("just a prompt, with: a colon")
+    only = parse_generation_parameters("just a prompt, with: a colon")
     assert only["Prompt"] == "just a prompt, with: a colon" and only["Schedule type"] == "Automatic"
 
 
 def test_checkpoint_short_name():
     info = ModelInfo(name="sub_m", title="sub/m.safetensors [0123456789]", source="/x", kind="single_file",
                      hash="0123456789")
-    assert d.checkpoint_short_name(info) == "m"
-    assert d.checkpoint_short_name(ModelInfo(name="a_b-1.0", title="a/b-1.0", source="a/b-1.0", kind="repo")) == "b-1.0"
+    assert checkpoint_short_name(info) == "m"
+    assert checkpoint_short_name(ModelInfo(name="a_b-1.0", title="a/b-1.0", source="a/b-1.0", kind="repo")) == "b-1.0"
 
 
 # ------------------------------------------------------------------------------------------------ styles
@@ -122,7 +125,7 @@ def test_styles_substitute_or_append(tmp_path):
         {"name": "wrap", "prompt": "art of {prompt}, vivid", "negative_prompt": "ugly"},
         {"name": "tail", "prompt": "sharp focus", "negative_prompt": "{prompt}, blurry"},
     ]))
-    store = d.StyleStore(path)
+    store = StyleStore(path)
     assert store.apply("a cat", "", ["wrap"]) == ("art of a cat, vivid", "ugly")
     assert store.apply("a cat", "bad", ["wrap", "tail", "missing"]) == (
         "art of a cat, vivid, sharp focus", "bad, ugly, blurry"
@@ -131,7 +134,7 @@ def test_styles_substitute_or_append(tmp_path):
 
 
 def test_repo_styles_have_the_stability_presets():
-    names = {s.name for s in d.StyleStore(d.REPO_ROOT / "styles.json").all()}
+    names = {s.name for s in StyleStore(REPO_ROOT / "styles.json").all()}
     presets = {"3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance", "fantasy-art",
                "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami", "photographic",
                "pixel-art", "tile-texture"}
@@ -236,3 +239,117 @@ def test_save_image_numbers_and_names(tmp_path):
     assert (first.name, second.name) == ("00000-123.png", "00001-124.jpg")
     assert Image.open(first).info["parameters"].startswith("x\n")
     assert sorted(p.name for p in first.parent.iterdir()) == ["00000-123.png", "00001-124.jpg"]
+
+
+def test_validation_errors_have_fastapis_shape():
+    from backends.dialects.a1111.errors import RequestInvalid
+
+    with pytest.raises(ValidationError) as caught:
+        d.Txt2ImgRequest.model_validate({"steps": "many"})
+    status, body, _ = d.error_body(RequestInvalid.from_validation(caught.value))
+    assert status == 422 and body["detail"][0]["loc"] == ("body", "steps")
+    try:
+        json.loads(b"{not json")
+    except json.JSONDecodeError as e:
+        status, body, _ = d.error_body(RequestInvalid.from_json(e))
+    assert status == 422 and body["detail"][0]["type"] == "json_invalid"
+    assert RequestInvalid.from_validation(caught.value).message.startswith("steps: ")
+
+
+# ------------------------------------------------------------------------------------------------- auth
+
+
+def _config(api_auth=(), raw=None):
+    from backends.config import Config
+
+    return Config(api_auth=list(api_auth), raw=raw or {})
+
+
+def _call(path: str, authorization: str | None = None, ui: bool = False):
+    from backends.dialects.base import Call
+
+    return Call(path=path, headers={"authorization": authorization} if authorization else {}, ui=ui)
+
+
+def test_authorize_basic_and_gateway_bearer(monkeypatch):
+    from backends.dialects.a1111.auth import authorize
+
+    monkeypatch.delenv("SDGATE_GATEWAY_KEYS", raising=False)
+    basic = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    assert authorize(_config(), _call("/sdapi/v1/options")) is None  # nothing configured: open, as A1111
+    config = _config([("alice", "s3cret")], {"a1111": {"gateway_keys": ["key-one"]}})
+    with pytest.raises(d.Unauthorized, match="Not authenticated") as caught:
+        authorize(config, _call("/sdapi/v1/options"))
+    assert d.error_body(caught.value) == (
+        401, {"error": "HTTPException", "detail": "Not authenticated", "body": "", "errors": ""},
+        {"WWW-Authenticate": "Basic"})
+    with pytest.raises(d.Unauthorized, match="Incorrect username or password"):
+        authorize(config, _call("/sdapi/v1/options", "Basic " + base64.b64encode(b"alice:no").decode()))
+    assert authorize(config, _call("/sdapi/v1/txt2img", basic)) == "alice"
+    with pytest.raises(d.Unauthorized) as caught:
+        authorize(config, _call("/v1/sdapi/v1/sd-models", basic))  # the gateway prefix takes its key
+    assert caught.value.headers == {"WWW-Authenticate": "Bearer"}
+    with pytest.raises(d.Unauthorized, match="Invalid API key"):
+        authorize(config, _call("/v1/sdapi/v1/sd-models", "Bearer nope"))
+    assert authorize(config, _call("/v1/sdapi/v1/sd-models", "Bearer key-one")) == "gateway key"
+    assert authorize(_config([("alice", "s3cret")]), _call("/v1/sdapi/v1/sd-models", basic)) == "alice"
+    assert authorize(config, _call("", ui=True)) is None  # the UI's own login let the person in
+
+
+# ------------------------------------------------------------------------------------- infotext → fields
+
+
+def test_fields_from_infotext_one_rule_for_requests_and_the_ui():
+    text = create_infotext("a cat", "dog", {
+        "Steps": 12, "Sampler": "Euler", "CFG scale": 5.0, "Seed": 9, "Size": "64x96", "Model hash": "0123456789",
+        "Model": "m", "Denoising strength": 0.5, "Clip skip": 2, "Hires upscale": 2.0, "Hires upscaler": "Latent"})
+    titles = {"0123456789": "m.safetensors [0123456789]"}
+
+    def resolve(name):
+        if name not in titles:
+            raise ModelNotFound(name)
+        return titles[name]
+
+    data = d.fields_from_infotext(text, "txt2img", resolve)
+    assert (data["prompt"], data["negative_prompt"], data["steps"], data["seed"]) == ("a cat", "dog", 12, 9)
+    assert (data["width"], data["height"], data["cfg_scale"]) == (64, 96, 5.0)
+    assert data["enable_hr"] is True and data["hr_scale"] == 2.0 and data["hr_upscaler"] == "Latent"
+    assert data["model"] == "m.safetensors [0123456789]"
+    assert data["override_settings"] == {"CLIP_stop_at_last_layers": "2", "emphasis": "Original"}  # png-info defaults
+    img2img = d.fields_from_infotext(text, "img2img", resolve)
+    assert "enable_hr" not in img2img and "hr_scale" not in img2img and img2img["denoising_strength"] == 0.5
+    # hires keys without a denoising strength are not a hires infotext (A1111's paste rule)
+    plain = d.fields_from_infotext("x\nSteps: 3, Hires upscale: 2, Seed: 1", "txt2img", resolve)
+    assert plain["enable_hr"] is False and "model" not in plain
+
+
+# ---------------------------------------------------------------------------------------- reverse pair
+
+
+def test_reverse_pair_round_trip():
+    from backends.job import Job, Lora
+    from backends.upstream import UpstreamAnswer
+
+    job = Job(prompt="p", seed=5, steps=3, sampler="DPM++ 2M Karras", model="m", clip_skip=2, batch_size=2,
+              loras=[Lora("x", 0.5)], prompt_weighting=False)
+    plan = d.to_upstream(job)
+    (request,) = plan.requests
+    assert (request.method, request.path) == ("POST", "/sdapi/v1/txt2img")
+    assert request.json["prompt"] == "p <lora:x:0.5>" and request.json["sampler_name"] == "DPM++ 2M"
+    assert request.json["scheduler"] == "Karras" and request.json["override_settings"] == {
+        "sd_model_checkpoint": "m", "CLIP_stop_at_last_layers": 2, "emphasis": "None"}
+    assert plan.dropped == []
+    job.init_image = _gradient()
+    assert d.to_upstream(job).requests[0].path == "/sdapi/v1/img2img"
+    images = [encode_base64(_gradient(8, 8), "png")] * 3
+    info = {"index_of_first_image": 1, "all_seeds": [5, 6], "sampler_name": "DPM++ 2M", "sd_model_name": "m",
+            "extra_generation_params": {"Schedule type": "Karras"}}
+    answer = UpstreamAnswer(200, {}, json.dumps({"images": images, "info": json.dumps(info)}).encode())
+    result = d.from_upstream(job, plan, [answer])
+    assert len(result.images) == 2 and result.seeds == [5, 6] and result.schedule == "Karras"
+    assert result.model.kind == "remote" and result.model.name == "m"
+    from backends.job import GenerationFailed
+
+    with pytest.raises(GenerationFailed, match="not an A1111 response"):
+        d.from_upstream(job, plan, [UpstreamAnswer(200, {}, b'{"detail": "x"}')])
+    assert d.A1111Dialect.forward_spec.upstream_path("/v1/sdapi/v1/txt2img") == "/sdapi/v1/txt2img"

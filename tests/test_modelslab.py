@@ -1,5 +1,5 @@
-"""ModelsLab end to end (reference/hosted_apis.md C.5, item by item): a real server on 127.0.0.1 (uvicorn in a thread,
-the demo tiny models) driven with raw httpx, as ModelsLab scripts and the official SDK drive modelslab.com.
+"""ModelsLab end to end (docs/reference/hosted_apis.md C.5, item by item): a real server on 127.0.0.1 (uvicorn in a
+thread, the demo tiny models) driven with raw httpx, as ModelsLab scripts and the official SDK drive modelslab.com.
 
 Two servers: `sync` answers within its synchronous wait; `later` has `sync_wait = 0`, so every request answers
 `processing` and is fetched. Sizes are ModelsLab's smallest (256) and steps 1-2; the tiny models run that in ~0.2 s.
@@ -21,6 +21,8 @@ import pytest
 from PIL import Image
 
 from backends.dialects import modelslab as d
+from backends.dialects import registry
+from backends.job import Style
 from live import start_live_server
 
 KEY = "ml-test-key-1"
@@ -34,7 +36,7 @@ def start_server(tmp_path, models_dir, modelslab: dict) -> SimpleNamespace:
     srv = start_live_server(tmp_path, models_dir=models_dir, raw=raw, threads=1)
     client = httpx.Client(base_url=srv.url, timeout=120)
     return SimpleNamespace(url=srv.url, service=srv.service, stop=srv.stop, http=client,
-                           api=d.ModelslabApi.for_service(srv.service))
+                           api=registry.dialect(srv.service, Style.MODELSLAB))
 
 
 @pytest.fixture(scope="module")

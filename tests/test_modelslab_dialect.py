@@ -1,19 +1,25 @@
 """The ModelsLab dialect without a server: body coercion, limits, the request → Job translation, the error
-shape, settings, webhook rules, and the reverse pair the relay uses (Job → ModelsLab request, ModelsLab answer → Result)."""
+shape, settings, webhook rules, and the reverse pair the relay uses (Job → ModelsLab request, polling and
+downloads, ModelsLab answer → Result; a forwarded request's answer finished and served by us)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import json
 import random
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
-from backends.config import ConfigError
+from backends.config import Config, ConfigError
 from backends.dialects import modelslab as d
-from backends.dialects.modelslab_jobs import JobStore, Record, webhook_problem
+from backends.dialects.base import Call
+from backends.dialects.modelslab import JobStore, Record, webhook_problem
+from backends.infotext import parse_generation_parameters
 from backends.job import (
     GenerationFailed,
     InvalidRequest,
@@ -21,10 +27,13 @@ from backends.job import (
     Lora,
     ModelInfo,
     ModelNotFound,
-    ModelUnavailable,
     QueueFull,
-    SdgateError,
+    Result,
+    Route,
+    Style,
 )
+from backends.keys import ApiKeys
+from backends.service import ModelCatalog, Service
 
 MODEL = ModelInfo(name="tiny-sd1", title="tiny-sd1 [abc]", source="/m/tiny-sd1", kind="folder", hash="abc")
 V6 = d.FAMILY["v6"]
@@ -119,7 +128,7 @@ def test_plan_translates_every_field_and_draws_the_seed():
     assert (job.sampler, job.schedule, job.model, job.loras) == (
         "EulerDiscreteScheduler", "Karras", MODEL.title, [Lora("x", 0.5)])
     assert job.seed >= 0 and p.meta["seed"] == job.seed and p.meta["seeds"] == [job.seed + i for i in range(3)]
-    assert job.source == "modelslab" and job.prompt_weighting
+    assert job.style == "modelslab" and job.style is Style.MODELSLAB and job.prompt_weighting
     assert p.base64 and p.upscale and p.webhook == "http://h/x" and p.track_id == 7
     assert p.meta["use_karras_sigmas"] == "yes" and p.meta["upscale"] == "yes" and p.meta["lora"] == "x"
 
@@ -159,6 +168,23 @@ def test_infotext_is_a1111_style():
     text = d.infotext(p.job, result)
     assert text.startswith("a cat\nNegative prompt: dog\nSteps: 20, Sampler: UniPCMultistepScheduler")
     assert "Seed: 5" in text and "Size: 512x512" in text and "Clip skip: 2" in text
+
+
+def test_infotext_values_with_commas_read_back():
+    """Written through backends/infotext.py: a value with a comma (or a colon) is quoted, so it parses back whole."""
+    p = plan(seed=5, prompt="a cat, on a mat")
+    model = ModelInfo(name="my, model: v2", title="my, model: v2", source="/m", kind="folder", hash="abc")
+    result = SimpleNamespace(scheduler_class="EulerDiscreteScheduler", schedule="Automatic", seeds=[5], model=model)
+    parsed = parse_generation_parameters(d.infotext(p.job, result))
+    assert parsed["Model"] == "my, model: v2" and parsed["Prompt"] == "a cat, on a mat"
+    assert parsed["Seed"] == "5" and parsed["Sampler"] == "EulerDiscreteScheduler" and parsed["Steps"] == "20"
+    assert (parsed["Size-1"], parsed["Size-2"]) == ("512", "512") and parsed["Model hash"] == "abc"
+
+
+def test_random_seeds_are_drawn_from_the_styles_range():
+    assert (d.RANDOM_SEEDS.low, d.RANDOM_SEEDS.high) == (0, 2**32 - 2)
+    # the same draws as before the one seed function: randrange(2**32 - 1) with the same generator
+    assert plan(seed=None).job.seed == random.Random(0).randrange(2**32 - 1)
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -229,15 +255,32 @@ def test_store_expiry_and_eta():
     assert store.rate == pytest.approx(0.7 + 0.3 * 0.2)
 
 
-def test_unknown_model_ids_outside_demo_are_model_not_found(model_manager):
-    service = SimpleNamespace(models=model_manager, demo=False)
-    api = d.ModelslabApi.__new__(d.ModelslabApi)
-    api.service = service
+class CatalogService(Service):
+    """A typed fake: the part of the Service the ModelsLab dialect's model lookup uses (the local catalog only)."""
+
+    def __init__(self, models: ModelCatalog, outputs: Path, demo: bool = False):
+        self.models = models
+        self.config = Config(outputs_dir=outputs)
+        self.keys = ApiKeys({})
+        self.is_demo = demo
+
+    @property
+    def demo(self) -> bool:
+        return self.is_demo
+
+    def resolve_model(self, name: str | None, route: Route) -> ModelInfo:
+        return self.models.resolve(name)
+
+
+def test_unknown_model_ids_outside_demo_are_model_not_found(model_manager, tmp_path):
+    service = CatalogService(model_manager, tmp_path)
+    api = d.ModelslabDialect(service)
+    call = Call()
     with pytest.raises(ModelNotFound, match="^Model not found: sd15$"):
-        api._resolve_model("sd15")
-    assert api._resolve_model("tiny-sd1")[0].name == "tiny-sd1"
-    service.demo = True
-    info, notes = api._resolve_model("juggernaut-xl")
+        api._resolve_model("sd15", call)
+    assert api._resolve_model("tiny-sd1", call)[0].name == "tiny-sd1"
+    service.is_demo = True
+    info, notes = api._resolve_model("juggernaut-xl", call)
     assert info.name == "tiny-sdxl" and "--demo ran tiny-sdxl" in notes[0]
 
 
@@ -248,25 +291,28 @@ def test_job_to_request_is_what_the_sdk_sends():
     job = Job(prompt="a fox", negative_prompt="blur", width=768, height=512, steps=25, cfg_scale=6.5,
               sampler="DPMSolverMultistepScheduler", schedule="Karras", seed=42, batch_size=2, model="sdxl",
               clip_skip=1, loras=[Lora("a", 0.5), Lora("b", 1.0)])
-    up = d.job_to_request(job)
+    planned = d.job_to_request(job)
+    (up,) = planned.requests
     assert up.method == "POST" and up.path == "/api/v6/images/text2img" and up.json["key"] is None
+    assert up.key_in_body
     body = up.json
     assert (body["model_id"], body["width"], body["height"], body["samples"], body["num_inference_steps"],
             body["guidance_scale"], body["seed"], body["clip_skip"]) == ("sdxl", 768, 512, 2, 25, 6.5, 42, 1)
     assert body["scheduler"] == "DPMSolverMultistepScheduler" and body["use_karras_sigmas"] == "yes"
     assert body["lora_model"] == "a,b" and body["lora_strength"] == "0.5,1"
     assert body["enhance_prompt"] == body["tomesd"] == body["upscale"] == body["safety_checker"] == "no"
-    assert up.unsupported == [] and up.notes == []
+    assert planned.dropped == [] and planned.notes == []
 
 
 def test_job_to_request_reports_what_it_cannot_carry():
     job = Job(prompt="x", sampler="Euler a", schedule="Exponential", seed=-1, eta=0.5, prompt_weighting=False,
               init_image=Image.new("RGB", (8, 8)), preview_every=2)
-    up = d.job_to_request(job, family="v3", base64=True)
+    planned = d.job_to_request(job, family="v3", base64=True)
+    (up,) = planned.requests
     assert up.path == "/api/v3/text2img" and "model_id" not in up.json and up.json["seed"] is None
     assert up.json["scheduler"] == "EulerAncestralDiscreteScheduler" and up.json["base64"] == "yes"
-    assert set(up.unsupported) == {"schedule", "eta", "prompt_weighting", "init_image", "preview_every"}
-    assert "sent as scheduler EulerAncestralDiscreteScheduler" in up.notes[0]
+    assert set(planned.dropped) == {"schedule", "eta", "prompt_weighting", "init_image", "preview_every"}
+    assert "sent as scheduler EulerAncestralDiscreteScheduler" in planned.notes[0]
     with pytest.raises(InvalidRequest, match="at most 4"):
         d.job_to_request(Job(prompt="x", batch_size=3, n_iter=2))
 
@@ -275,7 +321,7 @@ def test_a_request_survives_the_round_trip_through_a_job():
     """ModelsLab body → Job → ModelsLab body (what the relay sends) → Job: the same image would be made."""
     first = plan(width=640, height=384, samples=2, num_inference_steps=12, guidance_scale=4, seed=99, clip_skip=1,
                  scheduler="HeunDiscreteScheduler", use_karras_sigmas="no", negative_prompt="ugly").job
-    body = d.job_to_request(first, model_id="sd15").json
+    body = d.job_to_request(first, model_id="sd15").requests[0].json
     second = plan(**{k: v for k, v in body.items() if k != "key"}).job
     keys = ("prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler", "schedule", "seed",
             "batch_size", "n_iter", "clip_skip", "loras", "prompt_weighting")
@@ -291,35 +337,46 @@ def test_parse_success_processing_and_fetch():
                                      "fetch_result": "https://gw.example/sd/api/v3/fetch/77", "id": 77})
     assert isinstance(pending, d.Pending) and pending.eta == 12.5 and pending.future_links == []
     under = d.fetch_request(pending, base_url="https://gw.example/sd")
-    assert under.path == "/api/v3/fetch/77" and under.json == {"key": None}
+    assert under.path == "/api/v3/fetch/77" and under.json == {"key": None} and under.key_in_body
     foreign = d.fetch_request(pending, base_url="https://other.example")
     assert foreign.path == "/api/v6/images/fetch/77"  # never post the key to a host we were not given
     assert d.fetch_request(9, family="enterprise").path == "/api/v1/enterprise/fetch/9"
 
 
-@pytest.mark.parametrize("status,body,kind,upstream_status", [
-    (400, {"status": "error", "message": "samples must be between 1 and 4"}, InvalidRequest, 400),
-    (200, {"status": "error", "messege": "width must be between 256 and 1024"}, InvalidRequest, 400),
-    (401, {"status": "error", "message": "Invalid API key"}, d.InvalidKey, 401),
-    (200, {"status": "error", "message": "Invalid API key"}, d.InvalidKey, 401),
-    (429, {"status": "error", "message": "Rate limit exceeded.", "retry_after": 30}, d.RateLimited, 429),
-    (200, {"status": "error", "message": "Model not found: x"}, ModelNotFound, 404),
-    (402, {"status": "error", "message": "Insufficient credits"}, d.PaymentRequired, 402),
-    (403, {"status": "error", "message": "plan"}, d.Forbidden, 403),
-    (404, {"status": "error", "message": "Request not found"}, d.RequestNotFound, 404),
-    (200, {"status": "failed", "id": 3, "message": "out of memory"}, GenerationFailed, 500),
-    (503, {"status": "error", "message": "busy"}, ModelUnavailable, 503),
-    (500, {"status": "error", "message": "oops"}, d.UpstreamError, 500),
-    (401, {"error": {"message": "invalid token (request id: 1)", "type": "new_api_error"}}, d.InvalidKey, 401),
-    (502, "<html>bad gateway</html>", d.UpstreamError, 502),
+# Every error answer (the legacy HTTP 200 with `status: error|failed` included) is raised by the gateway client as
+# the one UpstreamError (backends/remote/errors.py) before the reverse pair reads anything; a ModelsLab caller
+# gets it in ModelsLab's shape. (The dialect's own copy of that parser, which the relay never reached, is gone.)
+@pytest.mark.parametrize("status,body,message", [
+    (400, {"status": "error", "message": "samples must be between 1 and 4"}, "samples must be between 1 and 4"),
+    (200, {"status": "error", "messege": "width must be between 256 and 1024"}, "width must be between 256 and 1024"),
+    (401, {"status": "error", "message": "Invalid API key"}, "Invalid API key"),
+    (200, {"status": "error", "message": "Invalid API key"}, "Invalid API key"),
+    (429, {"status": "error", "message": "Rate limit exceeded.", "retry_after": 30}, "Rate limit exceeded."),
+    (200, {"status": "error", "message": "Model not found: x"}, "Model not found: x"),
+    (402, {"status": "error", "message": "Insufficient credits"}, "Insufficient credits"),
+    (403, {"status": "error", "message": "plan"}, "plan"),
+    (404, {"status": "error", "message": "Request not found"}, "Request not found"),
+    (200, {"status": "failed", "id": 3, "message": "out of memory"}, "out of memory"),
+    (503, {"status": "error", "message": "busy"}, "busy"),
+    (500, {"status": "error", "message": "oops"}, "oops"),
+    (401, {"error": {"message": "invalid token (request id: 1)", "type": "new_api_error"}}, "invalid token"),
+    (502, "<html>bad gateway</html>", "bad gateway"),
 ])
-def test_every_error_shape_becomes_a_clear_error(status, body, kind, upstream_status):
-    with pytest.raises(SdgateError) as e:
-        d.parse_response(status, body)
-    assert type(e.value) is kind and e.value.status == upstream_status
-    assert e.value.details["upstream_status"] == status
-    if kind is d.RateLimited:
-        assert e.value.retry_after == 30
+def test_every_error_shape_becomes_a_clear_error(status, body, message):
+    from backends.remote.errors import UpstreamError, error_in_success
+
+    content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    parsed = error_in_success(content) if status == 200 else None  # what the client does with a 2xx
+    assert (parsed is not None) == (status == 200)
+    error = UpstreamError.from_response("gw", status, {}, content, retryable=False, parsed=parsed)
+    assert error.details["upstream_status"] == status and message in error.message
+    if isinstance(body, dict) and body.get("status") in ("error", "failed"):
+        assert error.shape == "modelslab"
+    if status == 429:
+        assert error.retry_after == 30 and error.status == 429
+    code, shown = d.error_response(error)
+    assert code == error.status >= 400 and shown == {"status": "error", "message": error.message,
+                                                      "messege": error.message}
 
 
 def test_garbage_and_unknown_statuses():
@@ -355,3 +412,147 @@ def test_result_from_response():
     assert result.notes == ["n", "tomesd not applied by the gateway: why"]
     finished.meta["seeds"] = [100, 200]
     assert d.result_from_response(job, finished, images).seeds == [100, 200]
+
+
+# ================================================================== the relay's side: polling, downloads, forwarding
+
+
+class Unreadable(GenerationFailed):
+    status = 502
+
+
+class TimedOut(GenerationFailed):
+    status = 504
+
+
+class FakeGateway:
+    """A typed fake of backends/upstream.py `Gateway`: scripted answers, recorded requests, no real waiting."""
+
+    name = "gw"
+    base_url = "https://gw.test/sd"
+    poll_interval = 0.25
+    deadline_s = 60.0
+
+    def __init__(self, answers: list[dict], files: dict[str, bytes] | None = None, left: float = 60.0):
+        self.answers = list(answers)
+        self.files = files or {}
+        self.left = left
+        self.sent: list = []
+        self.slept: list[float] = []
+        self.downloaded: list[str] = []
+
+    def seconds_left(self) -> float:
+        return self.left
+
+    async def send(self, request):
+        from backends.upstream import UpstreamAnswer
+
+        self.sent.append(request)
+        return UpstreamAnswer(200, {"content-type": "application/json"}, json.dumps(self.answers.pop(0)).encode())
+
+    async def download(self, url: str) -> bytes:
+        self.downloaded.append(url)
+        return self.files[url]
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.left -= seconds
+
+    def unreadable(self, message: str):
+        return Unreadable(f"gateway gw: {message}")
+
+    def timed_out(self, message: str):
+        return TimedOut(f"gateway gw: {message}")
+
+    def redact(self, content: bytes) -> bytes:
+        return content.replace(b"gw-key", b"<redacted>")
+
+
+def _png(size=(8, 8), fmt="PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, "blue").save(out, format=fmt)
+    return out.getvalue()
+
+
+def _dialect(model_manager, tmp_path) -> d.ModelslabDialect:
+    return d.ModelslabDialect(CatalogService(model_manager, tmp_path))
+
+
+PROCESSING = {"status": "processing", "id": 9, "eta": 2, "fetch_result": "https://gw.test/sd/api/v6/images/fetch/9",
+              "future_links": ["https://cdn.test/g/a-0.png"], "output": [], "messege": "later", "tip_1": "t",
+              "meta": {"seed": 7}}
+
+
+def test_call_upstream_polls_to_success_and_reads_urls_and_base64(model_manager, tmp_path):
+    url = "https://cdn.test/g/a-0.png"
+    done = {"status": "success", "id": 9, "generationTime": 1.5, "output": [url, _png_b64((4, 4))],
+            "meta": {"seeds": [7, 8], "scheduler": "EulerDiscreteScheduler", "use_karras_sigmas": "no"}}
+    gateway = FakeGateway([PROCESSING, PROCESSING, done], {url: _png((8, 8))})
+    job = Job(prompt="x", seed=7, batch_size=2, eta=0.3, model="sd15", style=Style.MODELSLAB)
+    result = asyncio.run(_dialect(model_manager, tmp_path).call_upstream(job, gateway))
+    assert [r.path for r in gateway.sent] == ["/api/v6/images/text2img", "/api/v6/images/fetch/9",
+                                              "/api/v6/images/fetch/9"]
+    assert all(r.key_in_body and r.json["key"] is None for r in gateway.sent)
+    assert gateway.sent[0].json["model_id"] == "sd15" and gateway.sent[0].json["samples"] == 2
+    assert gateway.slept == [2, 0.25]  # first max(eta, poll_interval), then poll_interval
+    assert gateway.downloaded == [url]
+    assert isinstance(result, Result) and result.seeds == [7, 8] and result.schedule == "Automatic"
+    assert [im.size for im in result.images] == [(8, 8), (4, 4)] and result.timings["total"] == 1.5
+    assert result.dropped == ["eta"]
+
+
+def test_polling_gives_up_before_the_deadline_would_pass(model_manager, tmp_path):
+    gateway = FakeGateway([PROCESSING], left=1.0)
+    with pytest.raises(TimedOut, match="request 9 still processing after 0 polls; the deadline of 60 s would pass"):
+        asyncio.run(_dialect(model_manager, tmp_path).call_upstream(Job(prompt="x"), gateway))
+    assert gateway.slept == []
+
+
+def test_a_foreign_fetch_result_is_not_followed(model_manager, tmp_path):
+    foreign = {**PROCESSING, "eta": 0, "fetch_result": "https://elsewhere.test/api/v6/images/fetch/9"}
+    done = {"status": "success", "id": 9, "output": [_png_b64()], "meta": {"seed": 1}}
+    gateway = FakeGateway([foreign, done])
+    asyncio.run(_dialect(model_manager, tmp_path).call_upstream(Job(prompt="x"), gateway))
+    assert gateway.sent[1].path == "/api/v6/images/fetch/9" and gateway.slept == [0.25]
+
+
+def test_unreadable_outputs_are_the_gateways_fault(model_manager, tmp_path):
+    url = "https://cdn.test/g/a-0.png"
+    gateway = FakeGateway([{"status": "success", "id": 1, "output": [url], "meta": {}}], {url: b"<html>"})
+    with pytest.raises(Unreadable, match="output 0 is not an image"):
+        asyncio.run(_dialect(model_manager, tmp_path).call_upstream(Job(prompt="x"), gateway))
+
+
+def test_finish_forward_passes_other_answers_back(model_manager, tmp_path):
+    from backends.upstream import ForwardRequest, UpstreamAnswer
+
+    dialect = _dialect(model_manager, tmp_path)
+    request = ForwardRequest("POST", "/api/v1/enterprise/system_details", "", {}, b"{}", "http://us.test/")
+    details = UpstreamAnswer(200, {}, json.dumps({"status": "success", "message": "gw"}).encode())
+    assert asyncio.run(dialect.finish_forward(details, FakeGateway([]), request)) is None
+    with pytest.raises(Unreadable, match="not a JSON object"):
+        asyncio.run(dialect.finish_forward(UpstreamAnswer(200, {}, b"[1]"), FakeGateway([]), request))
+
+
+def test_finish_forward_polls_and_serves_the_outputs_itself(model_manager, tmp_path):
+    from backends.upstream import ForwardRequest, UpstreamAnswer
+
+    dialect = _dialect(model_manager, tmp_path)
+    url = "https://cdn.test/g/a-0.png"
+    done = {"status": "success", "id": 9, "generationTime": 2.0, "output": [url],
+            "meta": {"seed": 7, "note": "gw-key"}}
+    gateway = FakeGateway([done], {url: _png((8, 8), "JPEG")})
+    request = ForwardRequest("POST", "/api/v6/images/text2img", "", {}, b"{}", "http://us.test/")
+    first = UpstreamAnswer(200, {}, json.dumps(PROCESSING).encode())
+    forwarded = asyncio.run(dialect.finish_forward(first, gateway, request))
+    assert forwarded.status == 200 and forwarded.headers == {"content-type": "application/json"}
+    reply = json.loads(forwarded.content)
+    assert reply["status"] == "success" and reply["id"] == 9 and reply["generationTime"] == 2.0
+    assert reply["meta"] == {"seed": 7, "note": "<redacted>"}
+    for stale in ("fetch_result", "future_links", "eta", "messege", "message", "tip_1"):
+        assert stale not in reply
+    (served,) = reply["output"]
+    assert reply["proxy_links"] == [served] and served.startswith("http://us.test/generations/")
+    path = dialect.generation_file(served.rsplit("/", 1)[1])
+    assert path is not None and path.read_bytes().startswith(b"\x89PNG")  # a JPEG output, served as PNG
+    assert Image.open(path).size == (8, 8)

@@ -288,13 +288,12 @@ def test_modelslab_request_to_a_v2_only_gateway(servers, http):
 
 def test_a_job_naming_a_gateway_skips_the_local_queue(servers):
     """What the UI and other Python callers do: Job.backend (or a Backend choice) instead of a route."""
-    from backends.dialects import a1111
     from backends.job import Job, SdgateError
 
     _, same, _ = servers
     service = same.service
-    result = service.run(Job(prompt="a moon", seed=3, steps=2, width=64, height=64, backend="gw-a1111",
-                             source="ui"), timeout=60)
+    result = service.run(Job(prompt="a moon", seed=3, steps=2, width=64, height=64, backend="gw-a1111"),
+                        timeout=60)
     assert result.seeds == [3] and result.images[0].size == (64, 64) and result.job.backend == "gw-a1111"
     assert service.queue.pending() == [] and service.relay.choices("a1111") == ["gw-a1111"]
     assert service.relay.choices("stability_v2beta") == ["gw-stab", "v2only"]
@@ -302,13 +301,18 @@ def test_a_job_naming_a_gateway_skips_the_local_queue(servers):
         service.run(Job(prompt="x", backend="nope"))
 
     async def through_the_dialect():
-        with service.relay.use_backend("v1only", "a1111") as ctx:
-            reply = await a1111.A1111Api.for_service(service).txt2img(
-                a1111.Txt2ImgRequest(prompt="a dune", seed=8, steps=10, width=320, height=320))
-        return reply, ctx
+        from backends.dialects import registry
+        from backends.dialects.base import Call
+        from backends.job import Route, Style
 
-    reply, ctx = asyncio.run(through_the_dialect())
-    assert json.loads(reply["info"])["all_seeds"] == [8] and ctx.backends == ["v1only"]
+        dialect = registry.dialect(service, Style.A1111)
+        call = Call(route=Route("v1only"))
+        request = dialect.parse("txt2img", {"prompt": "a dune", "seed": 8, "steps": 10, "width": 320, "height": 320},
+                                call)
+        return await dialect.run("txt2img", request, call)
+
+    reply = asyncio.run(through_the_dialect())
+    assert json.loads(reply.body["info"])["all_seeds"] == [8] and reply.headers["X-Sdgate-Backend"] == "v1only"
     rows = {row[0]: row for row in service.relay.status_rows()}
     assert rows["v1only"][3].startswith("ok") and rows["gw-ml"][2] == "modelslab"
     assert not any(key in json.dumps(rows) for key in KEYS)
@@ -373,18 +377,17 @@ def test_modelslab_lora_only_the_gateway_has(servers, tmp_path, http):
                             json={**body, "model_id": "gateway:gw-ml/tiny-sd1", "lora_model": "nowhere-lora"})
         assert nowhere.status_code != 200 and "nowhere-lora" in nowhere.json()["message"]
 
-        # a route context (the style routed to a gateway, or the UI's Backend choice) skips the local check too
-        api = ml.ModelslabApi.for_service(relay.service)
+        # a gateway route (the style routed to a gateway, or the UI's Backend choice) skips the local check too
+        from backends.dialects import registry
+        from backends.dialects.base import Call
+        from backends.job import LoraNotFound, Route, Style
+
+        dialect = registry.dialect(relay.service, Style.MODELSLAB)
         request = ml.Text2ImgRequest(**body)
-
-        async def plan_on(backend: str):
-            with relay.service.relay.use_backend(backend, "modelslab"):
-                return await api.plan(request)
-
-        plan = asyncio.run(plan_on("gw-a1111"))
+        plan = asyncio.run(dialect.plan(request, Call(route=Route("gw-a1111"))))
         assert [lora.name for lora in plan.job.loras] == ["gateway-only-lora"]
-        with pytest.raises(ml.LoraNotFound, match="gateway-only-lora"):
-            asyncio.run(plan_on("local"))
+        with pytest.raises(LoraNotFound, match="gateway-only-lora"):
+            asyncio.run(dialect.plan(request, Call()))
     finally:
         relay.stop()
         gateway.stop()

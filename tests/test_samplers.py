@@ -12,18 +12,16 @@ import pytest
 import torch
 
 from backends.job import InvalidRequest, UnknownSampler
-from backends.local import samplers as S
-from backends.local.samplers import (
+from backends import samplers as S
+from backends.local.schedulers import make_scheduler, scheduler_class
+from backends.dialects.a1111.listings import a1111_samplers, a1111_schedulers
+from backends.samplers import (
     SamplerChoice,
-    a1111_samplers,
-    a1111_schedulers,
     diffusers_schedulers,
-    make_scheduler,
     resolve_sampler,
-    scheduler_class,
-    stability_samplers,
     valid_names,
 )
+from backends.dialects.stability_v1 import stability_samplers
 
 
 A1111_NAMES = [
@@ -35,7 +33,7 @@ SCHEDULE_NAMES = [
     "automatic", "uniform", "karras", "exponential", "polyexponential", "sgm_uniform", "kl_optimal",
     "align_your_steps", "simple", "normal", "ddim", "beta",
 ]  # fmt: skip
-MODELSLAB_NAMES = [  # seeds/004: the 17 class names of the ModelsLab enterprise document
+MODELSLAB_NAMES = [  # docs/reference/seeds/004: the 17 class names of the ModelsLab enterprise document
     "DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "LMSDiscreteScheduler", "EulerDiscreteScheduler",
     "EulerAncestralDiscreteScheduler", "DPMSolverMultistepScheduler", "HeunDiscreteScheduler",
     "KDPM2DiscreteScheduler", "DPMSolverSinglestepScheduler", "KDPM2AncestralDiscreteScheduler",

@@ -1,5 +1,5 @@
 """Stability v1 end to end: a real server on 127.0.0.1 (uvicorn in a thread, the demo tiny models, one configured
-key), driven with httpx. Follows the conformance checklist A.8 of reference/hosted_apis.md item by item (the test
+key), driven with httpx. Follows the conformance checklist A.8 of docs/reference/hosted_apis.md item by item (the test
 names carry the item numbers), then image-to-image, masking, the /sd/v1 prefix and the reverse pair against this
 server.
 
@@ -19,11 +19,13 @@ from dataclasses import replace
 import httpx
 import numpy as np
 import pytest
+from live import start_live_server
 from PIL import Image
 
 from backends.dialects import stability_v1 as v1
 from backends.job import Job
-from live import start_live_server
+from backends.remote.errors import UpstreamError
+from backends.upstream import UpstreamAnswer, UpstreamRequest
 
 KEY = "sk-test-v1-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -148,7 +150,7 @@ def test_05_missing_or_wrong_key_is_401(server, http):
         wrong = anonymous.get("/v1/user/balance", headers={"Authorization": "Bearer sk-wrong"})
         body = assert_error(wrong, 401, "unauthorized")
         assert "sk-wrong" not in wrong.text and KEY not in body["message"]
-        # a bare key (no "Bearer ") is accepted too (reference A.1)
+        # a bare key (no "Bearer ") is accepted too (docs/reference/hosted_apis.md A.1)
         assert anonymous.get("/v1/user/balance", headers={"Authorization": KEY}).status_code == 200
 
 
@@ -284,10 +286,7 @@ def test_19_extras_and_clip_guidance_are_accepted_without_effect(http, baseline)
     assert png(art["base64"]) == baseline
 
 
-@pytest.mark.skip(reason="the local engine has no safety checker yet: finishReason is always SUCCESS "
-                         "(CONTENT_FILTERED is read by the reverse pair, see test_stability_v1_dialect.py)")
-def test_20_safety_checker_content_filtered():
-    pass
+# Item 20 (CONTENT_FILTERED from a safety checker) is covered by the generation features issue's safety checker.
 
 
 # ----------------------------------------------------------------------------- parameters take effect
@@ -465,19 +464,44 @@ def test_masking_errors(http):
 # ------------------------------------------------------------------- the reverse pair against this server
 
 
-def send(server, request: v1.UpstreamRequest, prefix: str = "") -> httpx.Response:
+def httpx_kwargs(request: UpstreamRequest, prefix: str = "") -> dict:
+    """Arguments for `httpx.Client.request(**...)`; `prefix` is the gateway's path prefix (e.g. "/sd")."""
+    kwargs = {"method": request.method, "url": prefix.rstrip("/") + request.path, "headers": dict(request.headers)}
+    if request.json is not None:
+        kwargs["json"] = request.json
+    else:
+        kwargs["data"], kwargs["files"] = request.data, request.files
+    return kwargs
+
+
+def send(server, request: UpstreamRequest, prefix: str = "") -> httpx.Response:
     with httpx.Client(base_url=server.url, timeout=300, headers=AUTH) as client:
-        return client.request(**request.httpx_kwargs(prefix))
+        return client.request(**httpx_kwargs(request, prefix))
+
+
+def to_upstream(job: Job, engine_id: str, **kw):
+    """The relay's Job → v1: the Job's model is the engine named upstream. (plan, its one request)"""
+    plan = v1.to_upstream(replace(job, model=engine_id), **kw)
+    return plan, plan.requests[0]
+
+
+def from_upstream(job: Job, plan, r: httpx.Response):
+    return v1.from_upstream(job, plan, [UpstreamAnswer(r.status_code, dict(r.headers), r.content)])
+
+
+def upstream_error(r: httpx.Response) -> UpstreamError:
+    """What the gateway client raises for an error answer (before the reverse pair could see it)."""
+    return UpstreamError.from_response("this-server", r.status_code, r.headers, r.content, retryable=False)
 
 
 @pytest.mark.parametrize("accept", ["application/json", "image/png"])
 def test_reverse_pair_txt2img_matches_a_direct_run(server, accept):
     job = Job(prompt="a (red:1.2) fox", negative_prompt="blurry", width=128, height=128, steps=10, cfg_scale=6,
               sampler="Euler", seed=7, batch_size=1 if accept == "image/png" else 2)
-    request = v1.job_to_request(job, BETA, accept=accept)
-    assert request.not_carried == []
+    plan, request = to_upstream(job, BETA, accept=accept)
+    assert plan.dropped == []
     r = send(server, request, prefix="/sd")
-    result = v1.response_to_result(job, r.status_code, r.headers, r.content, request=request)
+    result = from_upstream(job, plan, r)
     direct = server.service.run(replace(job, model=server.service.models.resolve(BETA).title))
     assert result.seeds == direct.seeds == [7, 8][: job.batch_size]
     assert result.sampler == "Euler" and result.model.name == BETA
@@ -489,23 +513,24 @@ def test_reverse_pair_img2img_matches_a_direct_run(server):
     init = image(init_png()).convert("RGB")
     job = Job(prompt="a cat", width=192, height=128, steps=10, sampler="Euler a", seed=3, init_image=init,
               denoising_strength=0.6)
-    request = v1.job_to_request(job, BETA)
+    plan, request = to_upstream(job, BETA)
     assert request.path.endswith("/image-to-image") and request.data["image_strength"] == "0.4"
     r = send(server, request)
-    result = v1.response_to_result(job, r.status_code, r.headers, r.content, request=request)
+    result = from_upstream(job, plan, r)
     direct = server.service.run(replace(job, model=server.service.models.resolve(BETA).title))
     assert (np.asarray(result.images[0].convert("RGB")) == np.asarray(direct.images[0])).all()
 
 
 def test_reverse_pair_maps_this_servers_errors(server):
+    """v1 error answers as a gateway client reads them (backends/remote/errors.py), before any reverse pair."""
     job = Job(prompt="a cat", width=128, height=128, steps=10, seed=1)
-    request = v1.job_to_request(job, "no-such-engine")
+    _, request = to_upstream(job, "no-such-engine")
     r = send(server, request)
-    with pytest.raises(v1.ModelNotFound) as e:
-        v1.response_to_result(job, r.status_code, r.headers, r.content, request=request)
-    assert e.value.status == 404 and e.value.code == "not_found" and "no-such-engine" in e.value.message
+    err = upstream_error(r)
+    assert err.status == 404 and err.code == "not_found" and "no-such-engine" in err.message
+    assert err.shape == "stability_v1"
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
         r = anonymous.post(request.path, json=request.json)
-    with pytest.raises(v1.InvalidRequest) as e:
-        v1.response_to_result(job, r.status_code, r.headers, r.content, request=request)
-    assert e.value.status == 401 and e.value.code == "unauthorized"
+    err = upstream_error(r)
+    # our key refused upstream is our configuration's fault: the caller gets a 502, not the gateway's 401
+    assert err.http_status == 401 and err.status == 502 and err.code == "unauthorized"

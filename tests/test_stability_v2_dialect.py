@@ -14,6 +14,7 @@ from PIL import Image
 from backends.dialects import stability_v2 as d
 from backends.styles import DEFAULT_PATH
 from backends.job import GenerationFailed, InvalidRequest, Job, Lora, ModelInfo, QueueFull, Result
+from backends.upstream import UpstreamAnswer, UpstreamRequest
 
 # ------------------------------------------------------------------------------------------------ sizes
 
@@ -96,13 +97,33 @@ def test_every_preset_is_in_styles_json():
     assert set(d.STYLE_PRESETS) <= names
 
 
-def test_rate_limiter():
+class FakeClock:
+    """`time.time()` for the `limits` library's memory storage: the test sets the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_rate_limiter(monkeypatch):
+    import limits.storage.memory
+
+    clock = FakeClock()
+    monkeypatch.setattr(limits.storage.memory, "time", clock)
+    start = clock.now
+
+    def allow(limiter, caller, now):
+        clock.now = start + now
+        return limiter.allow(caller)
+
     limiter = d.RateLimiter(limit=2, window=10, timeout=60)
-    assert limiter.allow("a", now=0) and limiter.allow("a", now=1)
-    assert not limiter.allow("a", now=2)  # third within 10 s: timed out for 60 s
-    assert limiter.allow("b", now=2)
-    assert not limiter.allow("a", now=61)
-    assert limiter.allow("a", now=62.5)
+    assert allow(limiter, "a", now=0) and allow(limiter, "a", now=1)
+    assert not allow(limiter, "a", now=2)  # third within 10 s: timed out for 60 s
+    assert allow(limiter, "b", now=2)
+    assert not allow(limiter, "a", now=61)
+    assert allow(limiter, "a", now=62.5)
     assert d.RateLimiter(0, 10, 60).allow("a")
 
 
@@ -125,15 +146,21 @@ def test_error_body(exc, status, name, text):
 # ------------------------------------------------------------------------------------------------ job → request
 
 
-def _fields(req: d.UpstreamRequest) -> dict:
-    return dict(req.fields)
+def _fields(req: UpstreamRequest) -> dict:
+    """The text parts of a planned multipart request."""
+    return {name: value for name, (filename, value, *_) in req.files if filename is None}
+
+
+def _files(req: UpstreamRequest) -> dict:
+    """The file parts of a planned multipart request: name → (filename, data, mime)."""
+    return {name: part for name, part in req.files if part[0] is not None}
 
 
 def test_job_to_upstream_sd3_model_and_size():
     job = Job(prompt="a cat", negative_prompt="dog", width=1344, height=768, cfg_scale=5, seed=9, model="sd3-large",
               steps=30)
-    plan = d.job_to_upstream(job)
-    assert plan.endpoint == "sd3" and len(plan.requests) == 1
+    plan = d.plan_upstream(job)
+    assert plan.context.endpoint == "sd3" and len(plan.requests) == 1
     req = plan.requests[0]
     assert req.path == "/v2beta/stable-image/generate/sd3" and req.headers == {"accept": "application/json"}
     assert _fields(req) == {"prompt": "a cat", "negative_prompt": "dog", "aspect_ratio": "16:9",
@@ -144,40 +171,42 @@ def test_job_to_upstream_sd3_model_and_size():
 def test_job_to_upstream_reports_what_cannot_travel():
     job = Job(prompt="a cat", width=512, height=768, sampler="DPM++ 2M", cfg_scale=9, clip_skip=2,
               loras=[Lora("x")], model="sd_xl_base_1.0.safetensors", batch_size=2, n_iter=2, seed=4294967293)
-    plan = d.job_to_upstream(job)
-    assert plan.endpoint == "core"
+    plan = d.plan_upstream(job)
+    assert plan.context.endpoint == "core"
     assert set(plan.dropped) == {"width", "height", "cfg_scale", "sampler", "clip_skip", "loras", "model", "seed"}
-    assert [r.fields["seed"] for r in plan.requests] == ["4294967293", "4294967294", "0", "0"]
+    assert [_fields(r)["seed"] for r in plan.requests] == ["4294967293", "4294967294", "0", "0"]
     assert _fields(plan.requests[0])["aspect_ratio"] == "2:3"
-    assert all(r.files == {"none": ("none", b"", "application/octet-stream")} for r in plan.requests)
+    assert all(_files(r) == {"none": ("none", b"", "application/octet-stream")} for r in plan.requests)
 
 
 def test_job_to_upstream_image_to_image():
     init = Image.new("RGB", (96, 64), "red")
-    plan = d.job_to_upstream(Job(prompt="a cat", init_image=init, denoising_strength=0.4, seed=-1))
+    plan = d.plan_upstream(Job(prompt="a cat", init_image=init, denoising_strength=0.4, seed=-1))
     req = plan.requests[0]
-    assert plan.endpoint == "sd3" and req.fields["mode"] == "image-to-image" and req.fields["strength"] == "0.4"
-    assert "aspect_ratio" not in req.fields and req.fields["seed"] == "0"
-    assert Image.open(io.BytesIO(req.files["image"][1])).size == (96, 64)
-    core = d.job_to_upstream(Job(prompt="a cat", init_image=init, mask=init), endpoint="core")
-    assert {"init_image", "denoising_strength", "mask"} <= set(core.dropped) and "image" not in core.requests[0].files
-    ultra = d.job_to_upstream(Job(prompt="a cat", init_image=init, model="ultra"))
-    assert ultra.endpoint == "ultra" and "mode" not in ultra.requests[0].fields
+    fields = _fields(req)
+    assert plan.context.endpoint == "sd3" and fields["mode"] == "image-to-image" and fields["strength"] == "0.4"
+    assert "aspect_ratio" not in fields and fields["seed"] == "0"
+    assert Image.open(io.BytesIO(_files(req)["image"][1])).size == (96, 64)
+    core = d.plan_upstream(Job(prompt="a cat", init_image=init, mask=init), endpoint="core")
+    assert {"init_image", "denoising_strength", "mask"} <= set(core.dropped) and "image" not in _files(core.requests[0])
+    ultra = d.plan_upstream(Job(prompt="a cat", init_image=init, model="ultra"))
+    assert ultra.context.endpoint == "ultra" and "mode" not in _fields(ultra.requests[0])
 
 
 def test_job_from_this_dialect_keeps_its_fields():
     fields = {"prompt": "a cat", "aspect_ratio": "9:16", "style_preset": "anime", "output_format": "webp", "seed": 0}
     job = Job(prompt="anime artwork of a cat, ...", seed=77, steps=30,
               extra={"stability_v2": {"endpoint": "ultra", "fields": fields}})
-    plan = d.job_to_upstream(job, accept="image/*")
-    assert plan.endpoint == "ultra" and plan.dropped == []
+    plan = d.plan_upstream(job, accept="image/*")
+    assert plan.context.endpoint == "ultra" and plan.dropped == []
     assert _fields(plan.requests[0]) == {"prompt": "a cat", "aspect_ratio": "9:16", "style_preset": "anime",
                                          "output_format": "webp", "seed": "77"}
 
 
 def test_httpx_kwargs_make_real_multipart():
-    req = d.job_to_upstream(Job(prompt="a cat", seed=1)).requests[0]
-    built = httpx.Request("POST", "http://gw/sd" + req.path, **req.httpx_kwargs())
+    req = d.plan_upstream(Job(prompt="a cat", seed=1)).requests[0]
+    assert req.method == "POST"
+    built = httpx.Request(req.method, "http://gw/sd" + req.path, files=req.files, headers=req.headers)
     assert built.headers["content-type"].startswith("multipart/form-data; boundary=")
     body = built.read()
     assert b'name="prompt"\r\n\r\na cat' in body and b'name="none"; filename="none"' in body
@@ -185,7 +214,7 @@ def test_httpx_kwargs_make_real_multipart():
 
 def test_unknown_endpoint_is_refused():
     with pytest.raises(InvalidRequest):
-        d.job_to_upstream(Job(prompt="x"), endpoint="flux")
+        d.plan_upstream(Job(prompt="x"), endpoint="flux")
 
 
 # ------------------------------------------------------------------------------------------------ answer → result
@@ -198,48 +227,24 @@ def _png(color="blue", size=(64, 48)) -> bytes:
 
 
 def test_parse_image_answer():
-    got = d.parse_upstream_response(200, {"Content-Type": "image/png", "Finish-Reason": "SUCCESS", "Seed": "123",
-                                          "X-Request-Id": "r1"}, _png())
+    got = d.read_answer(UpstreamAnswer(200, {"Content-Type": "image/png", "Finish-Reason": "SUCCESS", "Seed": "123",
+                                             "X-Request-Id": "r1"}, _png()))
     assert got.seed == 123 and got.finish_reason == "SUCCESS" and got.request_id == "r1"
     assert got.image.size == (64, 48) and got.mime == "image/png"
 
 
 def test_parse_json_answer():
     body = json.dumps({"image": base64.b64encode(_png()).decode(), "finish_reason": "CONTENT_FILTERED", "seed": 5})
-    got = d.parse_upstream_response(200, {"content-type": "application/json; type=image/png"}, body.encode())
+    got = d.read_answer(UpstreamAnswer(200, {"content-type": "application/json; type=image/png"}, body.encode()))
     assert got.seed == 5 and got.finish_reason == "CONTENT_FILTERED"
     with pytest.raises(GenerationFailed):
-        d.parse_upstream_response(200, {"content-type": "application/json"}, b'{"nope": 1}')
+        d.read_answer(UpstreamAnswer(200, {"content-type": "application/json"}, b'{"nope": 1}'))
     with pytest.raises(GenerationFailed):
-        d.parse_upstream_response(200, {"content-type": "image/png"}, b"<html>gateway</html>")
+        d.read_answer(UpstreamAnswer(200, {"content-type": "image/png"}, b"<html>gateway</html>"))
 
 
-@pytest.mark.parametrize("status, headers, body, name, text, cls", [
-    (400, {}, {"id": "abc", "name": "bad_request", "errors": ["prompt: is required"]}, "bad_request",
-     "prompt: is required", InvalidRequest),
-    (404, {}, {"id": "abc", "name": "not_found", "message": "engine not found"}, "not_found", "engine not found", None),
-    (401, {}, {"error": {"message": "invalid token (request id: x)", "type": "one_api_error"}}, "one_api_error",
-     "invalid token", None),
-    (429, {}, {"id": "rate_limit_exceeded", "name": "rate_limit_exceeded", "errors": ["slow down"]},
-     "rate_limit_exceeded", "slow down", QueueFull),
-    (500, {}, {"status": "error", "messege": "out of memory"}, "internal_error", "out of memory", GenerationFailed),
-    (502, {"Retry-After": "7"}, None, "upstream_error", "Bad Gateway", GenerationFailed),
-])
-def test_upstream_errors(status, headers, body, name, text, cls):
-    content = json.dumps(body).encode() if body is not None else b"Bad Gateway"
-    with pytest.raises(Exception) as info:
-        d.parse_upstream_response(status, headers, content)
-    err = info.value
-    assert err.status == status and err.code == name and text in err.message
-    assert err.details["upstream_status"] == status
-    if cls:
-        assert isinstance(err, cls)
-    if status == 429:
-        assert err.details["retry_after"] == 60.0 and err.details["retryable"]
-    if status == 502:
-        assert err.details["retry_after"] == 7.0
-    # rendered back in v2beta shape, the upstream name survives
-    assert d.error_body(err, "0" * 32)[1]["name"] == name
+# Error answers never reach the reverse pair: the gateway client raises `UpstreamError` first, parsed by the one
+# parser in backends/remote/errors.py (its v2beta shape: tests/test_relay_faults.py D3_SHAPES).
 
 
 def test_reply_round_trip_and_filtered_images():
@@ -252,12 +257,13 @@ def test_reply_round_trip_and_filtered_images():
     req = d.parse_request("core", {"prompt": "a cat", "output_format": "webp"})
     for accept_json in (False, True):
         reply = d.result_to_reply(result, req, accept_json=accept_json, request_id="f" * 32)
-        got = d.parse_upstream_response(reply.status, {"content-type": reply.media_type, **reply.headers}, reply.body)
+        got = d.read_answer(UpstreamAnswer(reply.status, {"content-type": reply.media_type, **reply.headers},
+                                           reply.body))
         assert got.seed == 99 and got.image.size == (64, 64) and got.mime == "image/webp"
     filtered = d.UpstreamImage(image=image, seed=3, finish_reason="CONTENT_FILTERED", request_id=None, data=b"",
                                mime="image/png")
-    plan = d.job_to_upstream(Job(prompt="a cat", width=640, height=640))
-    relayed = d.upstream_to_result(Job(prompt="a cat"), [filtered], plan=plan, gateway="gw")
+    plan = d.plan_upstream(Job(prompt="a cat", width=640, height=640))
+    relayed = d.images_to_result(Job(prompt="a cat"), plan, [filtered])
     assert relayed.seeds == [3] and relayed.model.kind == "remote"
     assert d.finish_reason(relayed, 0) == "CONTENT_FILTERED"
     assert any("cannot carry: width, height" in n for n in relayed.notes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 from fastapi import FastAPI
 
-from backends.dialects import a1111 as d
+from backends.infotext import parse_generation_parameters
 from backends.service import DEMO_NOTE, Service
 
 from .tabs.a1111 import build_a1111_tab, fields_from_infotext
@@ -69,7 +69,7 @@ def stored_fields(tab_id: str, from_infotext):
     def from_image(path, text, request):
         if request.get("tab") == tab_id and isinstance(request.get("fields"), dict):
             return request["fields"]
-        params = d.parse_generation_parameters(text)
+        params = parse_generation_parameters(text)
         data = from_infotext(params)
         if str(params.get("Seed", "")).isdigit():
             data["seed"] = int(params["Seed"])

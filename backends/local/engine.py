@@ -17,7 +17,8 @@ from .loras import LoraLibrary, apply_loras
 from .models import ModelManager
 from .previews import latent_preview
 from .prompt_parser import strip_extra_networks
-from .samplers import make_scheduler, resolve_sampler
+from ..samplers import resolve_sampler
+from .schedulers import make_scheduler
 from .text_encoding import encode_prompts
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,6 @@ from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 from safetensors import safe_open
 
 from ..job import ModelInfo, ModelNotFound, ModelUnavailable
-from ..remote.routing import remote_model
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +213,6 @@ class ModelManager:
     def resolve(self, name: str | None) -> ModelInfo:
         """The model `name` means, in any form A1111 accepts (title, name, file name, short hash, sha256...)."""
         with self._lock:
-            remote = remote_model(name, self.aliases)  # a gateway's model: never loaded here (backends/remote)
-            if remote is not None:
-                return remote
             if name is None or name == "":
                 return self._resolve_default()
             seen = set()

@@ -3,7 +3,7 @@
 They have the real architecture (VAE with four levels, so latents are 1/8 of the image as in real models) and the
 real CLIP tokenizer, so they go through exactly the code paths a user's checkpoint takes: `save_pretrained`,
 `from_pretrained`, a single A1111-style `.safetensors` and `from_single_file`. Weights are seeded, so every build
-is identical. Images are noise. See reference/diffusers_offline.md §1.
+is identical. Images are noise. See docs/reference/diffusers_offline.md §1.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One gateway's HTTP client: auth, retries with backoff, the overall deadline, size limits, redaction.
 
 httpx does the HTTP (pooling, timeouts, multipart, redirects that drop Authorization across origins); this adds
-only what D.4 asks on top: which failures are retried and how long to wait, one deadline over everything, every
+only what docs/reference/hosted_apis.md D.4 asks on top: which failures are retried and how long to wait, one deadline over everything, every
 failure as an `UpstreamError`, and the key kept out of logs, errors and bodies passed back.
 """
 

@@ -79,7 +79,7 @@ class GatewayConfig:
     max_response_mb: float = 64.0
 
     def url(self, upstream_path: str) -> str:
-        """D.4 item 1: base_url + path_prefix + upstream path."""
+        """docs/reference/hosted_apis.md D.4 item 1: base_url + path_prefix + upstream path."""
         return self.base_url.rstrip("/") + self.path_prefix + upstream_path
 
     def serves(self, style: str) -> bool:

@@ -1,4 +1,4 @@
-"""Every way a gateway can fail, normalised (hosted_apis.md D.4 item 9) into one `UpstreamError`.
+"""Every way a gateway can fail, normalised (docs/reference/hosted_apis.md D.4 item 9) into one `UpstreamError`.
 
 Gateways answer errors in the upstream style they relay (Stability v1 `{id,name,message}`, v2beta
 `{id,name,errors[]}`, ModelsLab `{status,message|messege}`), in their own envelope (one-api/new-api

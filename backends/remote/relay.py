@@ -1,13 +1,14 @@
 """The relay: requests answered by remote gateways instead of the local engine.
 
-Two paths (design.md "How a request flows"):
+Two paths (docs/architecture.md):
 - **forward**: a request in style S, routed (`[routing] S = "gw"`) to a gateway that speaks S, goes out as the
   caller sent it (path, body, the headers that matter; the caller's auth replaced by the gateway's key) and the
   answer comes back as it is (status, Finish-Reason/Seed/x-request-id..., body). ModelsLab is polled to the end
   and its output files are downloaded and served by us (README: Gateways).
 - **translate**: everything else that reaches a gateway does so as a Job (S request → Job → the gateway's style T
-  → answer → Result → S response), through the dialects' reverse pairs (styles.py). The service hands such jobs
-  here instead of to the local queue (`Service.submit`); what T could not carry is reported.
+  → answer → Result → S response), through style T's reverse pair (`codec_for(T).call_upstream`, a dialect's,
+  handed over by backends/assembly.py: this package imports no dialect). The service hands such jobs here instead
+  of to the local queue (`LocalService.submit`); what T could not carry is on the Result (`dropped`).
 
 All gateway I/O runs on one event loop in a thread of its own: the HTTP routes (uvicorn's loop), the UI (Gradio's
 threads) and tests (their own loops) share the pooled connections, and a synchronous caller can wait on a future.
@@ -17,55 +18,64 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
+import dataclasses
 import json
+import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable
 
 import httpx
 
-from ..job import GenerationFailed, InvalidRequest, Job, ModelNotFound, Result, SdgateError
+from ..job import GenerationFailed, InvalidRequest, Job, Result, SdgateError, Style
 from ..queue import Ticket
-from . import routing, styles
+from ..upstream import ForwardRequest, Forwarded, UpstreamAnswer, UpstreamCodec, UpstreamRequest
+from . import styles
 from .client import Deadline, GatewayClient
 from .config import GatewayConfig, RelayConfig, canonical_style, parse_relay_config, parse_target
 from .errors import RelayInterrupted, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
-DROPPED_HEADER = "X-Sdgate-Dropped-Fields"  # Job fields the gateway's style could not carry
-BACKEND_HEADER = "X-Sdgate-Backend"  # which gateway answered
 
+class GatewayCall:
+    """The `Gateway` (backends/upstream.py) a codec gets for one job or forwarded request: the gateway's client
+    under one deadline."""
 
-@dataclass
-class Forwarded:
-    """A gateway's answer to a forwarded request, ready to send back as it is."""
+    def __init__(self, gateway: GatewayConfig, client: GatewayClient, deadline: Deadline):
+        self.config = gateway
+        self.client = client
+        self.deadline = deadline
+        self.name = gateway.name
+        self.base_url = gateway.url("")
+        self.poll_interval = gateway.poll_interval
+        self.deadline_s = deadline.seconds
 
-    status: int
-    headers: dict[str, str]
-    content: bytes
+    def seconds_left(self) -> float:
+        return self.deadline.left()
 
+    async def send(self, request: UpstreamRequest) -> UpstreamAnswer:
+        answer = await self.client.request(request.method, request.path, json=request.json, data=request.data,
+                                           files=request.files, headers=request.headers or None,
+                                           key_in_body=request.key_in_body, deadline=self.deadline)
+        return UpstreamAnswer(answer.status_code, dict(answer.headers), answer.content)
 
-def backend_of(relay: "Relay | None", job: Job) -> str | None:
-    """Where the service runs `job`: None for the local queue, else the gateway `relay` sends it to."""
-    if relay is not None:
-        return relay.backend_for(job)
-    if job.backend not in (None, "", "local"):
-        raise SdgateError(f"no gateway named {job.backend!r}: no [[gateways]] are configured",
-                          details={"gateway": job.backend})
-    _refuse_remote_model(job)
-    return None
+    async def download(self, url: str) -> bytes:
+        """An output URL's bytes (our key is sent only if the URL is on the gateway's own origin)."""
+        return (await self.client.request("GET", url, deadline=self.deadline)).content
 
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
-def _refuse_remote_model(job: Job) -> None:
-    """A gateway's model on the local engine would fail in the loader with an obscure message: say it here."""
-    parsed = parse_target(job.model)
-    if parsed is not None:
-        raise ModelNotFound(f"model {job.model!r} belongs to gateway {parsed[0]!r} and cannot run locally",
-                            details={"model": job.model})
+    def unreadable(self, message: str) -> SdgateError:
+        return UpstreamError(self.name, message, shape="unreadable")
+
+    def timed_out(self, message: str) -> SdgateError:
+        return UpstreamTimeout(self.name, message)
+
+    def redact(self, content: bytes) -> bytes:
+        return self.client.redact_bytes(content)
 
 
 class RemoteTicket(Ticket):
@@ -85,8 +95,10 @@ class RemoteTicket(Ticket):
 
 
 class Relay:
-    def __init__(self, config: RelayConfig, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None):
+    def __init__(self, config: RelayConfig, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+                 codec_for: Callable[[Style], UpstreamCodec] | None = None):
         self.config = config
+        self.codec_for = codec_for  # each style's reverse pair; set by backends/assembly.py
         self._clients = {name: GatewayClient(gw, transport=(transports or {}).get(name))
                          for name, gw in config.gateways.items()}
         # bound to the relay loop at first use
@@ -99,8 +111,8 @@ class Relay:
     @classmethod
     def from_config(cls, config) -> "Relay | None":
         """The relay for a service Config (its `.raw` TOML), or None when no gateway is configured."""
-        raw = dict(getattr(config, "raw", None) or {})
-        aliases = {**(raw.get("models") or {}).get("aliases", {}), **(getattr(config, "model_aliases", None) or {})}
+        raw = dict(config.raw or {})
+        aliases = {**(raw.get("models") or {}).get("aliases", {}), **config.model_aliases}
         raw["models"] = {**(raw.get("models") or {}), "aliases": aliases}
         relay_config = parse_relay_config(raw)
         return cls(relay_config) if relay_config.gateways else None
@@ -114,13 +126,13 @@ class Relay:
             raise SdgateError(f"no gateway named {name!r}; configured: {', '.join(self.config.gateways) or 'none'}",
                               details={"gateway": name}) from None
 
-    def routed(self, style: str) -> GatewayConfig | None:
+    def routed(self, style: Style | str) -> GatewayConfig | None:
         """The gateway `[routing]` sends every request of `style` to, if any."""
-        name = self.config.routing.get(canonical_style(style) or style)
+        name = self.config.routing.get(canonical_style(style) or str(style))
         return self.config.gateways[name] if name else None
 
-    def choices(self, style: str) -> list[str]:
-        style = canonical_style(style) or style
+    def choices(self, style: Style | str) -> list[str]:
+        style = canonical_style(style) or str(style)
         return [g.name for g in self.config.for_style(style)]
 
     def status_rows(self) -> list[list[str]]:
@@ -135,21 +147,6 @@ class Relay:
                 health = f"{text[:160]} ({time.time() - when:.0f} s ago)"
             rows.append([name, gw.url(""), ", ".join(gw.styles), health])
         return rows
-
-    def backend_for(self, job: Job) -> str | None:
-        """Where `job` runs: None for the local queue, else a gateway name (and `job.backend` says so)."""
-        if job.backend == "local":
-            _refuse_remote_model(job)
-            return None
-        name = job.backend
-        if not name:
-            ctx = routing.current()
-            parsed = parse_target(job.model)
-            name = (ctx.gateway if ctx is not None else None) or (parsed[0] if parsed else None)
-        if name:
-            self.gateway(name)
-            job.backend = name
-        return name
 
     # ---------------------------------------------------------------------------------------- the loop
 
@@ -178,17 +175,21 @@ class Relay:
 
     # ---------------------------------------------------------------------------------------- jobs
 
+    def codec(self, style: Style) -> UpstreamCodec:
+        if self.codec_for is None:
+            raise SdgateError("the relay has no style codecs (the service was not assembled)")
+        return self.codec_for(style)
+
     def submit(self, job: Job, backend: str) -> RemoteTicket:
         ticket = RemoteTicket(job)
-        ctx = routing.current()  # captured here: the relay loop runs in a context of its own
-        ticket.task = self._spawn(self._settle(ticket, backend, ctx))
+        ticket.task = self._spawn(self._settle(ticket, backend))
         return ticket
 
-    async def _settle(self, ticket: RemoteTicket, backend: str, ctx: routing.RouteContext | None) -> None:
+    async def _settle(self, ticket: RemoteTicket, backend: str) -> None:
         if not ticket.future.set_running_or_notify_cancel():
             return
         try:
-            result = await self.run_job(ticket.job, backend, ctx, ticket)
+            result = await self.run_job(ticket.job, backend, ticket)
         except asyncio.CancelledError:
             ticket.future.set_exception(RelayInterrupted(f"interrupted before gateway {backend} answered"))
         except SdgateError as e:
@@ -201,28 +202,24 @@ class Relay:
         finally:
             ticket.progress.state = "done"
 
-    async def run_job(self, job: Job, backend: str, ctx: routing.RouteContext | None = None,
-                      ticket: Ticket | None = None) -> Result:
+    async def run_job(self, job: Job, backend: str, ticket: Ticket | None = None) -> Result:
+        """`job` sent to gateway `backend` in the style it speaks (the job's own when it can), answered as a Result."""
         gw = self.gateway(backend)
         parsed = parse_target(job.model)
         upstream_model = (parsed[1] if parsed else job.model) or gw.model
-        style = styles.pick_style(gw, canonical_style(job.source) or (ctx.style if ctx else None))
-        out = styles.Outbound(styles.with_model(job, upstream_model), gw, self._clients[gw.name],
-                              Deadline(gw.deadline))
+        style = styles.pick_style(gw, job.style)
+        call = GatewayCall(gw, self._clients[gw.name], Deadline(gw.deadline))
         started = time.perf_counter()
-        async with self._slot(gw, out.deadline):
+        async with self._slot(gw, call.deadline):
             if ticket is not None:
                 ticket.progress.state, ticket.progress.started_at = "running", time.time()
-            result = await styles.RUNNERS[style](out)
+            result = await self.codec(style).call_upstream(dataclasses.replace(job, model=upstream_model), call)
         result.job = job
+        result.backend = gw.name
         result.timings["relay"] = time.perf_counter() - started
         result.timings.setdefault("total", result.timings["relay"])
-        if ctx is not None and gw.name not in ctx.backends:
-            ctx.backends.append(gw.name)
-        if out.dropped:
-            result.notes.append(f"gateway {gw.name} ({style}) could not carry: {', '.join(out.dropped)}")
-            if ctx is not None:
-                ctx.add_dropped(out.dropped)
+        if result.dropped:
+            result.notes.append(f"gateway {gw.name} ({style}) could not carry: {', '.join(result.dropped)}")
         log.info("job %s relayed to %s as %s in %.2f s", job.id, gw.name, style, result.timings["relay"])
         return result
 
@@ -242,83 +239,46 @@ class Relay:
 
     # ---------------------------------------------------------------------------------------- forwarding
 
-    async def forward(self, gateway: str, style: str, method: str, path: str, query: str,
-                      headers: dict[str, str], body: bytes,
-                      store_output: Callable[[bytes, int], str] | None = None) -> Forwarded:
+    async def forward(self, gateway: str, style: Style, request: ForwardRequest) -> Forwarded:
         """The caller's own request, sent to `gateway` (which speaks `style`); awaitable from any loop."""
-        return await self._on_loop(self._forward(self.gateway(gateway), style, method, path, query, headers,
-                                                 body, store_output))
+        gw = self.gateway(gateway)
+        return await self._on_loop(self._forward(gw, self.codec(style), request))
 
-    async def _forward(self, gw: GatewayConfig, style: str, method: str, path: str, query: str,
-                       headers: dict[str, str], body: bytes, store_output) -> Forwarded:
-        spec = styles.FORWARD[style]
-        client = self._clients[gw.name]
-        deadline = Deadline(gw.deadline)
-        upstream = styles.upstream_path(style, path) + (f"?{query}" if query else "")
-        sent = {k: v for k, v in headers.items() if k.lower() in spec.request_headers}
-        async with self._slot(gw, deadline):
+    async def _forward(self, gw: GatewayConfig, codec: UpstreamCodec, request: ForwardRequest) -> Forwarded:
+        spec = codec.forward_spec
+        call = GatewayCall(gw, self._clients[gw.name], Deadline(gw.deadline))
+        upstream = spec.upstream_path(request.path) + (f"?{request.query}" if request.query else "")
+        sent = {k: v for k, v in request.headers.items() if k.lower() in spec.request_headers}
+        async with self._slot(gw, call.deadline):
             try:
-                if spec.key_in_body:
-                    return await self._forward_modelslab(gw, client, deadline, method, upstream, body, store_output)
-                answer = await client.request(method, upstream, content=body or None, headers=sent,
-                                              deadline=deadline)
+                if spec.key_in_body:  # the caller's key in the body is replaced by the gateway's
+                    payload = _json_object(request.body)
+                    answer = await call.client.request(request.method, upstream, json=payload, key_in_body=True,
+                                                       deadline=call.deadline)
+                else:
+                    answer = await call.client.request(request.method, upstream, content=request.body or None,
+                                                       headers=sent, deadline=call.deadline)
             except UpstreamError as e:
                 if e.shape in spec.error_shapes and e.raw is not None:
                     status, raw_headers, content = e.raw  # already the caller's shape: pass it through
-                    log.info("gateway %s: %s %s -> %s (passed through)", gw.name, method, path, status)
+                    log.info("gateway %s: %s %s -> %s (passed through)", gw.name, request.method, request.path, status)
                     return Forwarded(status, styles.response_headers(raw_headers), content)
                 raise
+            finished = await codec.finish_forward(
+                UpstreamAnswer(answer.status_code, dict(answer.headers), answer.content), call, request)
+        if finished is not None:
+            return finished
         content = answer.content
         if not answer.headers.get("content-type", "").startswith("image/"):
-            content = client.redact_bytes(content)
+            content = call.redact(content)
         return Forwarded(answer.status_code, styles.response_headers(answer.headers), content)
 
-    async def _forward_modelslab(self, gw, client, deadline, method, upstream, body, store_output) -> Forwarded:
-        """ModelsLab: the caller's body with the gateway's key; `processing` polled to `success`; output URLs
-        downloaded and served by us (a URL on the gateway's CDN may be unreachable for the caller, or expire)."""
-        payload = styles.modelslab_body(body)
-        if payload is None:
-            raise InvalidRequest("the request body is not a JSON object")
-        answer = await client.request(method, upstream, json=payload, key_in_body=True, deadline=deadline)
-        out = styles.Outbound(Job(), gw, client, deadline)
-        try:
-            first = json.loads(answer.content)
-        except (ValueError, UnicodeDecodeError):
-            first = None
-        if not isinstance(first, dict):
-            raise UpstreamError(gw.name, "answered something that is not a JSON object",
-                                http_status=answer.status_code, shape="text")
-        if first.get("status") != "processing" and "output" not in first:  # system_details, models lists...
-            return Forwarded(answer.status_code, styles.response_headers(answer.headers),
-                             client.redact_bytes(answer.content))
-        finished = await styles.poll_modelslab(out, answer.content)
-        reply = dict(first) if first.get("status") == "success" else {"status": "success", "id": finished.id}
-        reply.update(output=list(finished.output), meta=finished.meta or reply.get("meta", {}))
-        if finished.generation_time is not None:
-            reply["generationTime"] = finished.generation_time
-        for stale in ("fetch_result", "future_links", "eta", "messege", "message", "tip_1"):
-            reply.pop(stale, None)
-        if store_output is not None:
-            urls = []
-            for i, entry in enumerate(finished.output):
-                if entry.startswith(("http://", "https://")):
-                    data = await styles.download(out, entry)
-                    entry = await asyncio.to_thread(store_output, data, i)
-                urls.append(entry)
-            reply["output"] = urls
-            reply["proxy_links"] = [u for u in urls if u.startswith(("http://", "https://"))]
-        content = client.redact_bytes(json.dumps(reply).encode())
-        return Forwarded(200, {"content-type": "application/json"}, content)
 
-    # ---------------------------------------------------------------------------------------- UI
-
-    @contextlib.contextmanager
-    def use_backend(self, backend: str | None, style: str | None = None) -> Iterator[routing.RouteContext | None]:
-        """Run a dialect call on `backend` ("local"/None: this server; else a gateway): the UI's Backend choice."""
-        if backend in (None, "", "local"):
-            with routing.routed_locally():
-                yield None
-            return
-        self.gateway(backend)
-        with routing.routed_to(backend, canonical_style(style or "") or style) as ctx:
-            yield ctx
+def _json_object(body: bytes) -> dict:
+    try:
+        parsed = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("the request body is not a JSON object")
+    return parsed

@@ -1,14 +1,27 @@
-"""HTTP routers, one per API dialect. Each is thin: it binds paths to the dialect's methods and adds auth."""
+"""HTTP routers, one per API style. Each is thin: a handler reads the body, builds the `Call` (the route decided
+once, here), and calls the same dialect entry points as the style's UI tab (backends/dialects/base.py):
+
+    return await dispatch(request, dialect, lambda call: run(call))
+
+`dispatch` forwards the caller's request as it is when `[routing]` sends the style to a gateway that speaks it;
+otherwise it runs the dialect on the Route (local, or a gateway the Jobs are translated to) and turns the Reply
+into a response. Failures come back in the style's own error shape through `styled_errors`.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Callable
+from typing import Any, Awaitable, Callable
 
 from fastapi import Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from backends.dialects.base import BACKEND_HEADER, Call, Dialect, Reply
 from backends.job import SdgateError
+from backends.upstream import ForwardRequest
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +31,58 @@ def client_host(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def styled_errors(render: Callable[[Request, Exception], Response], *, passthrough: tuple = ()) -> type[APIRoute]:
-    """An APIRoute class whose failures come back in one API style's own error shape (`render`), on that style's
-    routes only: each style has its own shape, so no app-wide handler can serve them all. A failure that is not
-    an SdgateError is a bug: it is logged with its traceback, and the client still gets the style's 500."""
+def make_call(request: Request, dialect: Dialect, **params: str) -> Call:
+    """The Call for an HTTP request: its Route is decided here, once, from `[routing]`."""
+    service = request.app.state.service
+    return Call(
+        route=service.route_for(dialect.style),
+        client_host=client_host(request),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        params={k: v for k, v in params.items() if v is not None},
+        path=request.url.path,
+        base_url=str(request.base_url),
+    )
+
+
+def to_response(reply: Reply | Any) -> Response:
+    """A dialect's Reply → a Starlette response (data that is not a Reply is sent as JSON)."""
+    if isinstance(reply, Response):
+        return reply
+    if not isinstance(reply, Reply):
+        return JSONResponse(jsonable_encoder(reply))
+    if reply.media_type == "application/json" and not isinstance(reply.body, (bytes, bytearray)):
+        return JSONResponse(jsonable_encoder(reply.body), status_code=reply.status, headers=reply.headers)
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
+
+
+async def forward(request: Request, dialect: Dialect, call: Call, body: bytes | None = None) -> Response:
+    """The caller's request, sent as it is to the gateway its Route names; the gateway's answer, as it is."""
+    service = request.app.state.service
+    if body is None:
+        body = await request.body()
+    answer = await service.forward(call.route, dialect.style, ForwardRequest(
+        request.method, request.url.path, request.url.query, dict(request.headers), body, str(request.base_url)))
+    return Response(answer.content, answer.status, headers={**answer.headers, BACKEND_HEADER: call.route.gateway})
+
+
+async def dispatch(request: Request, dialect: Dialect, run: Callable[[Call], Awaitable[Any] | Any], *,
+                   body: bytes | None = None, call: Call | None = None) -> Response:
+    """Forward when the Route says so, else `run(call)` here (its Jobs may still go to a gateway: translated).
+    `body`: the raw body when the handler has read it already."""
+    call = call or make_call(request, dialect)
+    if call.route.forward:
+        return await forward(request, dialect, call, body)
+    reply = run(call)
+    if inspect.isawaitable(reply):
+        reply = await reply
+    return to_response(reply)
+
+
+def styled_errors(dialect: Dialect, *, passthrough: tuple = ()) -> type[APIRoute]:
+    """An APIRoute class whose failures come back in one API style's own error shape (`dialect.render_error`),
+    on that style's routes only: each style has its own shape, so no app-wide handler can serve them all. A
+    failure that is not an SdgateError is a bug: it is logged with its traceback, and the client still gets
+    the style's 500."""
 
     class StyledErrorRoute(APIRoute):
         def get_route_handler(self) -> Callable:
@@ -33,7 +94,7 @@ def styled_errors(render: Callable[[Request, Exception], Response], *, passthrou
                 except passthrough:
                     raise
                 except Exception as e:  # noqa: BLE001 - the client gets its style's shape, never a traceback
-                    response = render(request, e)
+                    response = to_response(dialect.render_error(e, make_call(request, dialect)))
                     if response.status_code >= 500 and not isinstance(e, SdgateError):
                         log.exception("%s %s failed", request.method, request.url.path)
                     else:

@@ -1,163 +1,133 @@
 """The A1111 `/sdapi/v1/*` routes, and the same routes under the reseller-gateway prefix `/v1/sdapi/v1/*`.
 
-Thin on purpose: every handler awaits one `A1111Api` method (backends/dialects/a1111.py). Handlers are async so
-that progress, interrupt and options answer while a generation runs on the queue's worker thread.
+Thin on purpose: every handler awaits one method of the A1111 dialect (backends/dialects/a1111/); txt2img and
+img2img go through `parse` + `run`, the same entry points as the A1111 tabs. Handlers are async so that
+progress, interrupt and options answer while a generation runs on the queue's worker thread.
 
-Auth: `--api-auth user:pass` puts HTTP Basic on every route here. The gateway prefix takes a bearer key
-(`[a1111] gateway_keys` / SDGATE_GATEWAY_KEYS) when keys are configured, and otherwise the same Basic auth,
-so the second prefix is never a way around the first.
+Auth is the dialect's (`authorize`: `--api-auth` HTTP Basic; a bearer key on the gateway prefix), checked by
+a dependency on every route before anything else.
 """
 
 from __future__ import annotations
 
-import logging
-import secrets
 import time
 from typing import Any, Callable
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from backends.dialects import a1111 as d
-from backends.remote.http import relay_or_run
+from backends.dialects import registry
+from backends.job import Style
 
-from . import styled_errors
-
-log = logging.getLogger(__name__)
-
-PREFIX = "/sdapi/v1"
-GATEWAY_PREFIX = "/v1/sdapi/v1"
+from . import dispatch, make_call, styled_errors
 
 
-def _render_error(request: Request, e: Exception) -> JSONResponse:
-    status, body, headers = d.error_body(e)
-    return JSONResponse(body, status_code=status, headers=headers)
+def route_class(dialect: d.A1111Dialect) -> type:
+    """Failures in A1111's `{error, detail, body, errors}` shape (422 validation errors of the bodies FastAPI
+    reads keep FastAPI's `{"detail": [...]}`, as in A1111), and A1111's X-Process-Time header on every answer."""
+
+    class A1111Route(styled_errors(dialect, passthrough=(RequestValidationError,))):
+        def get_route_handler(self) -> Callable:
+            handler = super().get_route_handler()
+
+            async def route(request: Request):
+                started = time.perf_counter()
+                response = await handler(request)
+                response.headers["X-Process-Time"] = f"{time.perf_counter() - started:.4f}"
+                return response
+
+            return route
+
+    return A1111Route
 
 
-class A1111Route(styled_errors(_render_error, passthrough=(RequestValidationError,))):
-    """Failures in A1111's `{error, detail, body, errors}` shape (422 validation errors keep FastAPI's
-    `{"detail": [...]}`, as in A1111), and A1111's X-Process-Time header on every answer."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def route(request: Request):
-            started = time.perf_counter()
-            response = await handler(request)
-            response.headers["X-Process-Time"] = f"{time.perf_counter() - started:.4f}"
-            return response
-
-        return route
+def _json_body_doc(model) -> dict[str, Any]:
+    """OpenAPI requestBody for a body the handler reads itself (so /docs still shows the fields)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
-def _digest_equal(a: str, b: str) -> bool:
-    return secrets.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+def _routes(dialect: d.A1111Dialect, tag: str) -> APIRouter:
+    # The bodies FastAPI reads: strict_content_type off, as A1111's FastAPI parsed JSON whatever the Content-Type.
+    r = APIRouter(route_class=route_class(dialect), strict_content_type=False, tags=[tag])
 
+    def generation(operation: str):
+        async def handler(request: Request):
+            body = await request.body()
+            call = make_call(request, dialect)
+            req = dialect.parse(operation, body, call)  # a body A1111 would refuse is refused here, forwarded or not
+            return await dispatch(request, dialect, lambda call: dialect.run(operation, req, call), body=body,
+                                  call=call)
 
-def basic_auth(credentials: list[tuple[str, str]]):
-    """A dependency checking HTTP Basic against `credentials` (every pair compared, in constant time)."""
-    scheme = HTTPBasic(auto_error=False, description="--api-auth user:pass")
+        return handler
 
-    async def check(creds: HTTPBasicCredentials | None = Depends(scheme)) -> None:
-        if creds is None:
-            raise HTTPException(401, "Not authenticated", headers={"WWW-Authenticate": "Basic"})
-        ok = False
-        for user, password in credentials:
-            ok |= _digest_equal(creds.username, user) & _digest_equal(creds.password, password)
-        if not ok:
-            raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+    r.add_api_route("/txt2img", generation("txt2img"), methods=["POST"], name="text2imgapi",
+                    response_model=d.TextToImageResponse, openapi_extra=_json_body_doc(d.Txt2ImgRequest))
+    r.add_api_route("/img2img", generation("img2img"), methods=["POST"], name="img2imgapi",
+                    response_model=d.ImageToImageResponse, openapi_extra=_json_body_doc(d.Img2ImgRequest))
 
-    return check
+    def routed(get: Callable[[], Any]):
+        """A list the gateway answers when the style is forwarded there."""
 
+        async def handler(request: Request):
+            return await dispatch(request, dialect, lambda call: get())
 
-def bearer_auth(keys: list[str]):
-    scheme = HTTPBearer(auto_error=False, description="gateway key: Authorization: Bearer <key>")
+        return handler
 
-    async def check(creds: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
-        if creds is None:
-            raise HTTPException(401, "Not authenticated", headers={"WWW-Authenticate": "Bearer"})
-        ok = False
-        for key in keys:
-            ok |= _digest_equal(creds.credentials, key)
-        if not ok:
-            raise HTTPException(401, "Invalid API key", headers={"WWW-Authenticate": "Bearer"})
-
-    return check
-
-
-def _routes(api: d.A1111Api, tag: str) -> APIRouter:
-    # strict_content_type off: A1111's FastAPI parsed a JSON body whatever its Content-Type said.
-    r = APIRouter(route_class=A1111Route, strict_content_type=False, tags=[tag])
-
-    @r.post("/txt2img", response_model=d.TextToImageResponse)
-    async def text2imgapi(req: d.Txt2ImgRequest, request: Request):
-        return await relay_or_run(request, "a1111", lambda: api.txt2img(req))
-
-    @r.post("/img2img", response_model=d.ImageToImageResponse)
-    async def img2imgapi(req: d.Img2ImgRequest, request: Request):
-        return await relay_or_run(request, "a1111", lambda: api.img2img(req))
+    r.add_api_route("/samplers", routed(dialect.samplers), methods=["GET"], name="get_samplers",
+                    response_model=list[d.SamplerItem])
+    r.add_api_route("/schedulers", routed(dialect.schedulers), methods=["GET"], name="get_schedulers",
+                    response_model=list[d.SchedulerItem])
+    r.add_api_route("/sd-models", routed(dialect.sd_models), methods=["GET"], name="get_sd_models",
+                    response_model=list[d.SDModelItem])
 
     @r.post("/extra-single-image", response_model=d.ExtrasSingleImageResponse)
     async def extras_single_image_api(req: d.ExtrasSingleImageRequest):
-        return await api.extra_single_image(req)
+        return await dialect.extra_single_image(req)
 
     @r.post("/extra-batch-images", response_model=d.ExtrasBatchImagesResponse)
     async def extras_batch_images_api(req: d.ExtrasBatchImagesRequest):
-        return await api.extra_batch_images(req)
+        return await dialect.extra_batch_images(req)
 
     @r.post("/png-info", response_model=d.PNGInfoResponse)
     async def pnginfoapi(req: d.PNGInfoRequest):
-        return await api.png_info(req)
+        return await dialect.png_info(req)
 
     @r.get("/progress", response_model=d.ProgressResponse)
     async def progressapi(skip_current_image: bool = False):
-        return api.progress(skip_current_image)
+        return dialect.progress(skip_current_image)
 
     @r.post("/interrupt")
     async def interruptapi() -> dict:
-        return api.interrupt()
+        return dialect.interrupt()
 
     @r.post("/skip")
     async def skip() -> None:
-        return api.skip()
+        return dialect.skip()
 
     @r.get("/options")
     async def get_config() -> dict[str, Any]:
-        return await api.get_options()
+        return await dialect.get_options()
 
     @r.post("/options")
     async def set_config(req: dict[str, Any] = Body(...)) -> None:
-        return await api.set_options(req)
+        return await dialect.set_options(req)
 
     @r.get("/cmd-flags")
     async def get_cmd_flags() -> dict[str, Any]:
-        return api.cmd_flags()
-
-    @r.get("/samplers", response_model=list[d.SamplerItem])
-    async def get_samplers(request: Request):
-        return await relay_or_run(request, "a1111", api.samplers)
-
-    @r.get("/schedulers", response_model=list[d.SchedulerItem])
-    async def get_schedulers(request: Request):
-        return await relay_or_run(request, "a1111", api.schedulers)
+        return dialect.cmd_flags()
 
     @r.get("/upscalers", response_model=list[d.UpscalerItem])
     async def get_upscalers():
-        return api.upscalers()
+        return dialect.upscalers()
 
     @r.get("/latent-upscale-modes", response_model=list[d.LatentUpscalerModeItem])
     async def get_latent_upscale_modes():
-        return api.latent_upscale_modes()
-
-    @r.get("/sd-models", response_model=list[d.SDModelItem])
-    async def get_sd_models(request: Request):
-        return await relay_or_run(request, "a1111", api.sd_models)
+        return dialect.latent_upscale_modes()
 
     @r.get("/sd-vae", response_model=list[d.SDVaeItem])
     async def get_sd_vaes():
-        return api.sd_vae()
+        return dialect.sd_vae()
 
     @r.get("/hypernetworks", response_model=list[d.HypernetworkItem])
     async def get_hypernetworks():
@@ -173,19 +143,19 @@ def _routes(api: d.A1111Api, tag: str) -> APIRouter:
 
     @r.get("/prompt-styles", response_model=list[d.PromptStyleItem])
     async def get_prompt_styles():
-        return api.prompt_styles()
+        return dialect.prompt_styles()
 
     @r.get("/embeddings", response_model=d.EmbeddingsResponse)
     async def get_embeddings():
-        return api.embeddings()
+        return dialect.embeddings()
 
     @r.get("/loras", response_model=list[d.LoraItem])
     async def get_loras():
-        return api.loras()
+        return dialect.loras()
 
     @r.post("/refresh-checkpoints")
     async def refresh_checkpoints() -> None:
-        return await api.refresh_checkpoints()
+        return await dialect.refresh_checkpoints()
 
     @r.post("/refresh-loras")
     async def refresh_loras() -> None:
@@ -201,15 +171,15 @@ def _routes(api: d.A1111Api, tag: str) -> APIRouter:
 
     @r.post("/unload-checkpoint")
     async def unloadapi() -> dict:
-        return await api.unload_checkpoint()
+        return await dialect.unload_checkpoint()
 
     @r.post("/reload-checkpoint")
     async def reloadapi() -> dict:
-        return await api.reload_checkpoint()
+        return await dialect.reload_checkpoint()
 
     @r.get("/memory", response_model=d.MemoryResponse)
     async def get_memory():
-        return await api.memory()
+        return await dialect.memory()
 
     @r.get("/scripts", response_model=d.ScriptsList)
     async def get_scripts_list():
@@ -227,12 +197,15 @@ def _routes(api: d.A1111Api, tag: str) -> APIRouter:
 
 
 def create_router(service) -> APIRouter:
-    """Both prefixes over one A1111Api (one options store, one styles file)."""
-    api = d.A1111Api.for_service(service)
-    basic = [Depends(basic_auth(service.config.api_auth))] if service.config.api_auth else []
-    keys = d.gateway_keys(service.config)
-    gateway = [Depends(bearer_auth(keys))] if keys else basic
+    """Both prefixes over the service's one A1111 dialect (one options store, one styles file)."""
+    dialect = registry.dialect(service, Style.A1111)
+
+    async def authorized(request: Request) -> None:
+        dialect.authorize(make_call(request, dialect))
+
+    checks = [Depends(authorized)]
     router = APIRouter()
-    router.include_router(_routes(api, "A1111 API"), prefix=PREFIX, dependencies=basic)
-    router.include_router(_routes(api, "A1111 API (gateway prefix)"), prefix=GATEWAY_PREFIX, dependencies=gateway)
+    router.include_router(_routes(dialect, "A1111 API"), prefix=d.PREFIX, dependencies=checks)
+    router.include_router(_routes(dialect, "A1111 API (gateway prefix)"), prefix=d.GATEWAY_PREFIX,
+                          dependencies=checks)
     return router

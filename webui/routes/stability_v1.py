@@ -1,8 +1,10 @@
-"""The Stability v1 routes, under `/v1` and under the reseller-gateway prefix `/sd/v1` (seeds 000, 001).
+"""The Stability v1 routes, under `/v1` and under the reseller-gateway prefix `/sd/v1` (docs/reference/
+hosted_apis.md §A).
 
-Thin on purpose: each handler checks the key and awaits one `StabilityV1Api` method
-(backends/dialects/stability_v1.py). Bodies are read by the dialect, not by FastAPI, so that the order of the
-answers is v1's (401 before 404 before 400) and no FastAPI 422 ever leaves these routes: every failure is v1's
+Thin on purpose: each handler checks the key (`dialect.authorize`), then `dispatch`es the dialect's `parse` and
+`run` (backends/dialects/stability_v1/), the same entry points as the UI tab. Bodies are read here, not by
+FastAPI's models, so that the order of the answers is v1's (401 before 404 before 400, and the engine's 404
+before a large upload is read) and no FastAPI 422 ever leaves these routes: every failure is v1's
 `{id, name, message}`.
 """
 
@@ -10,34 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from backends.dialects import stability_v1 as d
-from backends.remote.http import relay_or_run
+from backends.dialects import registry
+from backends.dialects import stability_v1 as v1
+from backends.dialects.base import Call
+from backends.job import Style
 
-from . import client_host, styled_errors
-
-log = logging.getLogger(__name__)
+from . import dispatch, make_call, styled_errors
 
 PREFIXES = ("/v1", "/sd/v1")
 
-_ERRORS = {
-    status: {"model": d.ErrorResponse, "description": name}
-    for status, name in d.STATUS_NAMES.items()
-}
-
-
-def _render_error(request: Request, e: Exception) -> JSONResponse:
-    status, body, headers = d.error_body(e)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-StabilityV1Route = styled_errors(_render_error)
+_ERRORS = {status: {"model": v1.ErrorResponse, "description": name} for status, name in v1.STATUS_NAMES.items()}
+_PNG_DOC = {200: {"model": v1.GenerationResponse, "content": {"image/png": {}},
+                  "description": "JSON artifacts, or with Accept: image/png the PNG with Finish-Reason and Seed"}}
 
 
 def _json_body_doc(model) -> dict[str, Any]:
@@ -51,95 +42,81 @@ def _json_body_doc(model) -> dict[str, Any]:
 
 
 async def _form_items(request: Request) -> list[tuple[str, Any]]:
+    """A multipart body → its (name, value) items, file parts as bytes."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        raise d.bad_request("image-to-image takes a multipart/form-data body (init_image as a file part)")
+        raise v1.bad_request("image-to-image takes a multipart/form-data body (init_image as a file part)")
     try:
         form = await request.form()
     except Exception as e:  # a broken multipart body is the client's mistake, not a 500
-        raise d.bad_request(f"cannot read the multipart body ({e})") from None
+        raise v1.bad_request(f"cannot read the multipart body ({e})") from None
     items = []
     for key, value in form.multi_items():
         items.append((key, await value.read() if isinstance(value, UploadFile) else value))
     return items
 
 
-def _respond(reply: d.Reply) -> Response:
-    if reply.media_type == "application/json":
-        return JSONResponse(reply.content, headers=reply.headers)
-    return Response(reply.content, media_type=reply.media_type, headers=reply.headers)
+def _routes(dialect: v1.StabilityV1Dialect, tag: str) -> APIRouter:
+    r = APIRouter(route_class=styled_errors(dialect), tags=[tag], responses=_ERRORS)
 
+    def authorized(request: Request, **params: str) -> Call:
+        call = make_call(request, dialect, **params)
+        dialect.authorize(call)
+        return call
 
-def _routes(api: d.StabilityV1Api, tag: str) -> APIRouter:
-    r = APIRouter(route_class=StabilityV1Route, tags=[tag], responses=_ERRORS)
+    async def generate(operation: str, call: Call, body: Any):
+        planned = await asyncio.to_thread(dialect.parse, operation, body, call)
+        return await dialect.run(operation, planned, call)
 
-    def authorize(request: Request) -> None:
-        api.authorize(request.headers.get("authorization"), client_host(request))
+    def form_route(operation: str):
+        async def handler(engine_id: str, request: Request):
+            call = authorized(request, engine_id=engine_id)
 
-    png_doc = {200: {"model": d.GenerationResponse,
-                     "content": {"image/png": {}},
-                     "description": "JSON artifacts, or with Accept: image/png the PNG with Finish-Reason and Seed"}}
+            async def here(call: Call):
+                await asyncio.to_thread(dialect.resolve_engine, engine_id, call)  # 404 before reading the upload
+                return await generate(operation, call, await _form_items(request))
 
-    @r.post("/generation/{engine_id}/text-to-image", responses=png_doc,
-            openapi_extra=_json_body_doc(d.TextToImageRequest))
+            return await dispatch(request, dialect, here, call=call)
+
+        return handler
+
+    @r.post("/generation/{engine_id}/text-to-image", responses=_PNG_DOC,
+            openapi_extra=_json_body_doc(v1.TextToImageRequest))
     async def text_to_image(engine_id: str, request: Request):
-        authorize(request)
+        call = authorized(request, engine_id=engine_id)
         body = await request.body()
-        return await relay_or_run(request, "stability_v1", lambda: api.text_to_image(
-            engine_id, body, request.headers.get("accept")), then=_respond, body=body)
+        return await dispatch(request, dialect, lambda call: generate(v1.TEXT_TO_IMAGE, call, body),
+                              body=body, call=call)
 
-    @r.post("/generation/{engine_id}/image-to-image", responses=png_doc)
-    async def image_to_image(engine_id: str, request: Request):
-        authorize(request)
-
-        async def here():
-            await asyncio.to_thread(api.resolve_engine, engine_id)  # 404 before reading a large upload
-            items = await _form_items(request)
-            return _respond(await api.image_to_image(engine_id, items, request.headers.get("accept")))
-
-        return await relay_or_run(request, "stability_v1", here)
-
-    @r.post("/generation/{engine_id}/image-to-image/masking", responses=png_doc)
-    async def masking(engine_id: str, request: Request):
-        authorize(request)
-
-        async def here():
-            await asyncio.to_thread(api.resolve_engine, engine_id)
-            items = await _form_items(request)
-            return _respond(await api.image_to_image(engine_id, items, request.headers.get("accept"), masking=True))
-
-        return await relay_or_run(request, "stability_v1", here)
+    r.add_api_route("/generation/{engine_id}/image-to-image", form_route(v1.IMAGE_TO_IMAGE), methods=["POST"],
+                    responses=_PNG_DOC, name="image_to_image")
+    r.add_api_route("/generation/{engine_id}/image-to-image/masking", form_route(v1.MASKING), methods=["POST"],
+                    responses=_PNG_DOC, name="masking")
 
     @r.post("/generation/{engine_id}/image-to-image/upscale")
     async def upscale(engine_id: str, request: Request):
-        authorize(request)
+        return await dispatch(request, dialect, dialect.upscale, call=authorized(request, engine_id=engine_id))
 
-        def here():
-            raise d.engine_not_found(engine_id)  # no upscaler engines are served here (a gateway may have some)
-
-        return await relay_or_run(request, "stability_v1", here)
-
-    @r.get("/engines/list", response_model=list[d.EngineItem])
+    @r.get("/engines/list", response_model=list[v1.EngineItem])
     async def engines(request: Request):
-        authorize(request)
-        return await relay_or_run(request, "stability_v1", api.engines)
+        return await dispatch(request, dialect, dialect.engines, call=authorized(request))
 
     @r.get("/user/account")
     async def account(request: Request) -> dict:
-        authorize(request)
-        return api.account()
+        authorized(request)
+        return dialect.account()
 
     @r.get("/user/balance")
     async def balance(request: Request) -> dict:
-        authorize(request)
-        return api.balance()
+        authorized(request)
+        return dialect.balance()
 
     return r
 
 
 def create_router(service) -> APIRouter:
-    api = d.StabilityV1Api.for_service(service)
+    dialect = registry.dialect(service, Style.STABILITY_V1)
     router = APIRouter()
     for prefix in PREFIXES:
-        router.include_router(_routes(api, f"Stability v1 ({prefix})"), prefix=prefix)
+        router.include_router(_routes(dialect, f"Stability v1 ({prefix})"), prefix=prefix)
     return router

@@ -1,24 +1,30 @@
 """The Stability v2beta Stable Image routes: `POST /v2beta/stable-image/generate/{core,ultra,sd3}`, and the same under
 the reseller-gateway prefix `/sd/v2beta/...`.
 
-Thin on purpose: the handler checks the caller, reads the body with the 10 MiB cap and awaits
-`StabilityV2Api.generate` (backends/dialects/stability_v2.py). Every failure on these routes, FastAPI's own
-included, is answered in the v2beta `{id, name, errors}` shape with an `x-request-id` header.
+Thin on purpose: the handler checks the caller (`dialect.authorize`), reads the body with the 10 MiB cap and the
+multipart form, then calls the dialect's `parse` and `run` (backends/dialects/stability_v2/), as the UI tab does.
+Every failure on these routes is answered in the v2beta `{id, name, errors}` shape with an `x-request-id` header.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
+from python_multipart.multipart import parse_options_header
 
-from backends.dialects import stability_v2 as d
-from backends.remote.http import relay_or_run
+from backends.dialects import registry
+from backends.dialects import stability_v2 as v2
+from backends.dialects.base import Call
+from backends.job import Style
+from backends.service import Service
 
-from . import client_host, styled_errors
+from . import dispatch, make_call, styled_errors
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +33,12 @@ PREFIXES = ("/v2beta/stable-image/generate", "/sd/v2beta/stable-image/generate")
 DRAIN_FACTOR = 4
 
 
-def _send(reply: d.Reply) -> Response:
-    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
-
-
-class V2Route(styled_errors(lambda request, e: _send(d.error_reply(e, request.state.request_id)))):
-    """Gives each request an id (in every answer, errors included) and renders failures as v2beta errors."""
-
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            request.state.request_id = d.new_request_id()
-            return await handler(request)
-
-        return route
-
-
 async def read_capped(request: Request, limit: int) -> bytes:
     """The body, or payload_too_large once it passes `limit`. The rest of an oversized body is drained (up to a
     bound) so that the client, still sending, reads our 413 instead of a reset connection."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit * DRAIN_FACTOR:
-        raise d.payload_too_large()
+        raise v2.payload_too_large()
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
@@ -59,14 +48,40 @@ async def read_capped(request: Request, limit: int) -> bytes:
             elif size > limit * DRAIN_FACTOR:
                 break
     except ClientDisconnect:
-        raise d.bad_request("body: the client disconnected before sending the whole body") from None
+        raise v2.bad_request("body: the client disconnected before sending the whole body") from None
     if size > limit:
-        raise d.payload_too_large()
+        raise v2.payload_too_large()
     return b"".join(chunks)
 
 
+async def read_form(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """A multipart body → {name: str for fields, bytes for files (the last part of a name wins)}."""
+    content_type, _ = parse_options_header(headers.get("content-type") or "")
+    if content_type != b"multipart/form-data":
+        raise v2.bad_request("content-type: must be multipart/form-data")
+
+    async def stream():
+        yield body
+        yield b""
+
+    hdrs = headers if isinstance(headers, Headers) else Headers(headers=dict(headers))
+    try:
+        form = await MultiPartParser(hdrs, stream(), max_part_size=v2.MAX_BODY).parse()
+    except MultiPartException as e:
+        raise v2.bad_request(f"body: {e.message}") from None
+    except Exception as e:  # a malformed body must not become a 500
+        raise v2.bad_request(f"body: malformed multipart/form-data ({type(e).__name__})") from None
+    fields: dict[str, Any] = {}
+    try:
+        for name, value in form.multi_items():
+            fields[name] = await value.read() if isinstance(value, UploadFile) else value
+    finally:
+        await form.close()
+    return fields
+
+
 def _openapi(endpoint: str) -> dict:
-    schema = d.REQUEST_MODELS[endpoint].model_json_schema()
+    schema = v2.REQUEST_MODELS[endpoint].model_json_schema()
     if "image" in schema.get("properties", {}):
         schema["properties"]["image"] = {"type": "string", "format": "binary", "description": "png, jpeg or webp"}
     return {
@@ -76,38 +91,43 @@ def _openapi(endpoint: str) -> dict:
     }
 
 
-def _routes(api: d.StabilityV2Api, tag: str) -> APIRouter:
-    r = APIRouter(route_class=V2Route, tags=[tag])
+def _routes(dialect: v2.StabilityV2Dialect, tag: str) -> APIRouter:
+    r = APIRouter(route_class=styled_errors(dialect), tags=[tag])
 
     def make(endpoint: str):
         async def generate(request: Request) -> Response:
-            api.check_caller(request.headers, client_host(request))
-            body = await read_capped(request, api.settings.max_body)
-            return await relay_or_run(request, "stability_v2", lambda: api.generate(
-                endpoint, request.headers, body, request.state.request_id), then=_send, body=body)
+            call = make_call(request, dialect)
+            dialect.authorize(call)
+            body = await read_capped(request, dialect.settings.max_body)
+
+            async def run(call: Call):
+                fields = await read_form(request.headers, body)
+                return await dialect.run(endpoint, dialect.parse(endpoint, fields, call), call)
+
+            return await dispatch(request, dialect, run, body=body, call=call)
 
         generate.__name__ = f"stability_v2_{endpoint}"
         return generate
 
-    for endpoint in d.ENDPOINTS:
+    for endpoint in v2.ENDPOINTS:
         r.add_api_route(f"/{endpoint}", make(endpoint), methods=["POST"], response_class=Response,
                         summary=f"Stable Image {endpoint}", openapi_extra=_openapi(endpoint))
 
     @r.post("/{endpoint}", include_in_schema=False)
     async def unknown(endpoint: str, request: Request) -> Response:
-        raise d.not_found(endpoint)
+        raise v2.not_found(endpoint)
 
     # Without this a GET would fall through to the UI mounted at "/" and answer in its shape.
     @r.api_route("/{endpoint}", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def wrong_method(endpoint: str, request: Request) -> Response:
-        raise d.V2Error(405, "method_not_allowed", [f"{request.method}: use POST with multipart/form-data"])
+        raise v2.method_not_allowed(request.method)
 
     return r
 
 
-def create_router(service) -> APIRouter:
-    api = d.StabilityV2Api.for_service(service)
+def create_router(service: Service) -> APIRouter:
+    dialect = registry.dialect(service, Style.STABILITY_V2)
     router = APIRouter()
-    router.include_router(_routes(api, "Stability v2beta"), prefix=PREFIXES[0])
-    router.include_router(_routes(api, "Stability v2beta (gateway prefix)"), prefix=PREFIXES[1])
+    router.include_router(_routes(dialect, "Stability v2beta"), prefix=PREFIXES[0])
+    router.include_router(_routes(dialect, "Stability v2beta (gateway prefix)"), prefix=PREFIXES[1])
     return router

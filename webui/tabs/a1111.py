@@ -1,11 +1,10 @@
 """The A1111 txt2img and img2img tabs: A1111's layout (prompts and Generate/Interrupt/Skip on top, parameters
-left, results right) over the A1111 dialect. Every run builds a `Txt2ImgRequest`/`Img2ImgRequest` from the
-fields and awaits `A1111Api.txt2img`/`img2img`, exactly what POST /sdapi/v1/txt2img does; the images are
-saved to outputs/ as A1111's UI saves them."""
+left, results right) over the A1111 dialect. Every run builds the body a client would POST to
+/sdapi/v1/txt2img (or img2img) from the fields, and the dialect's `parse` then `run` answer it, as they answer
+that route; the images are saved to outputs/ as A1111's UI saves them."""
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -13,23 +12,22 @@ from typing import Any
 import gradio as gr
 
 from backends.dialects import a1111 as d
-from backends.images import encode_base64
-from backends.job import SdgateError
-from backends.local.samplers import a1111_samplers, a1111_schedulers
+from backends.dialects import registry
+from backends.images import decode_base64, encode_base64
+from backends.job import SdgateError, Style
 
 from .common import (
-    Fields,
     ResultFiles,
     Shown,
     action_buttons,
     backend_dropdown,
-    on_backend,
-    persist_fields,
     results_column,
     run_tab,
     sniff_ext,
+    tab_call,
     wire_generate,
 )
+from .fields import Fields, persist_fields
 
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
 DEFAULT_STEPS = 20  # A1111's UI default (its API's is 50)
@@ -59,36 +57,17 @@ class A1111Tab:
 
 
 def fields_from_infotext(service, text: str, task: str) -> dict[str, Any]:
-    """Request fields from an infotext, using the dialect's parser and its infotext → request-field table."""
-    params = d.parse_generation_parameters(text or "")
-    table = {**d.INFOTEXT_FIELDS, **(d.INFOTEXT_HIRES_FIELDS if task == "txt2img" else {})}
-    data: dict[str, Any] = {}
-    for key, (name, kind) in table.items():
-        if key in params:
-            try:
-                data[name] = kind(params[key])
-            except (TypeError, ValueError):
-                continue
-    if task == "txt2img":
-        data["enable_hr"] = "Hires upscale" in params or "Hires upscaler" in params or bool(
-            int(params.get("Hires resize-1") or 0)
-        )
-    for candidate in (params.get("Model hash"), params.get("Model")):
-        if candidate:
-            try:
-                data["model"] = service.models.resolve(str(candidate)).title
-                break
-            except SdgateError:
-                continue
-    return data
+    """The tab's fields from an infotext ("send to" from History and PNG Info): the dialect's one reading of an
+    infotext, the same as a request's `infotext` field gets, with the checkpoint among this server's models."""
+    return d.fields_from_infotext(text, task, lambda name: service.models.resolve(name).title)
 
 
 def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -> A1111Tab:
-    api = d.A1111Api.for_service(service)
+    dialect: d.A1111Dialect = registry.dialect(service, Style.A1111)
     key = f"a1111_{task}"
     fields = Fields(key)
-    samplers = [s["name"] for s in a1111_samplers()]
-    schedules = [s["label"] for s in a1111_schedulers()]
+    samplers = [s["name"] for s in d.a1111_samplers()]
+    schedules = [s["label"] for s in d.a1111_schedulers()]
     limits = service.config.limits
     state = gr.State({})
 
@@ -102,7 +81,7 @@ def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -
         with gr.Column(scale=1, min_width=200, elem_classes="sdg-actions"):
             actions = action_buttons(key)
             fields.add("styles", gr.Dropdown(
-                [s.name for s in api.styles.all()], value=[], multiselect=True, label="Styles",
+                [s.name for s in dialect.styles.all()], value=[], multiselect=True, label="Styles",
                 elem_id=f"{key}_styles"))
 
     with gr.Row(elem_classes="sdg-main"):
@@ -177,14 +156,12 @@ def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -
                 fields.add("model", gr.Dropdown(
                     model_choices(service), value=default_model(service), label="Model (checkpoint)",
                     elem_id=f"{key}_model", elem_classes="sdg-model-choice", min_width=180))
-                fields.add("backend", backend_dropdown(service, "a1111", key))
+                fields.add("backend", backend_dropdown(service, Style.A1111, key))
 
         results = results_column(key)
 
-    request_cls = d.Txt2ImgRequest if task == "txt2img" else d.Img2ImgRequest
-    run = api.txt2img if task == "txt2img" else api.img2img
-
-    def make_request(values: dict[str, Any]):
+    def make_body(values: dict[str, Any]) -> dict[str, Any]:
+        """The fields as the JSON body a client would send."""
         body = dict(values)
         body.pop("backend", None)
         body["model"] = body.get("model") or None
@@ -197,11 +174,12 @@ def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -
             mask_image = body.pop("mask")
             body["mask"] = encode_base64(mask_image, "png") if mask_image is not None else None
         # The UI saves every image, as A1111's UI does; the History tab reads them back.
-        return request_cls(**body, save_images=True, send_images=True)
+        return {**body, "save_images": True, "send_images": True}
 
-    def present(response: dict) -> Shown:
+    def present(reply) -> Shown:
+        response = reply.body
         info = json.loads(response["info"])
-        raw = [base64.b64decode(b64) for b64 in response["images"]]
+        raw = [decode_base64(b64) for b64 in response["images"]]
         seeds = info.get("all_seeds") or []
         first = int(info.get("index_of_first_image") or 0)
         names = ["grid"] * first + list(seeds)  # a grid comes first when batch > 1, as A1111 returns it
@@ -210,8 +188,9 @@ def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -
 
     async def generate(session: dict, **values):
         def prepare():
-            req = make_request(values)
-            return on_backend(service, "a1111", values.get("backend"), lambda: run(req))
+            call = tab_call(service, Style.A1111, values.get("backend"))
+            req = dialect.parse(task, make_body(values), call)
+            return lambda: dialect.run(task, req, call)  # what POST /sdapi/v1/<task> does with this body
 
         async for frame in run_tab(service, session, prepare, present):
             yield frame

@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import html
-import inspect
 import io
 import itertools
 import json
 import logging
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +26,18 @@ from PIL import Image
 from pydantic import ValidationError
 
 from backends import outputs
-from backends.images import encode_image, read_infotext
+from backends.dialects.base import Call
+from backends.job import LOCAL, Route, Style
+from backends.service import Service
+from backends.images import decode_base64, encode_image, read_infotext
 from backends.queue import Ticket
+
+from .fields import Fields, keyword_signature
 
 log = logging.getLogger(__name__)
 
 # How often a running generation refreshes its progress line and preview in the page.
 POLL_SECONDS = 0.25
-# Not a secret: gr.BrowserState's encryption only scrambles localStorage. A fixed value keeps the saved
-# fields readable after a server restart (a random one per start would lose them, with a console error).
-STORAGE_SECRET = "sdgate-fields-v1"
-
 # The PNG text chunk where a tab that saves its own images (Stability, ModelsLab) keeps the request's fields as
 # JSON `{"tab": ..., "fields": {...}}`, beside the A1111 `parameters` infotext: History restores every field from it.
 REQUEST_CHUNK = "sdgate-request"
@@ -56,36 +55,24 @@ TAB_IDS = {
 }
 
 
-def backend_choices(service, style: str) -> list[str]:
+def backend_choices(service: Service, style: Style) -> list[str]:
     """Where a tab's requests can run: "local" (this server's engine), then every configured gateway that
-    serves `style` ("a1111", "stability_v1", "stability_v2", "modelslab", as in backends/remote/config.py)."""
-    relay = getattr(service, "relay", None)
-    return ["local", *(relay.choices(style) if relay is not None else [])]
+    serves `style`."""
+    return ["local", *service.gateways(style)]
 
 
-def gateway_rows(service) -> list[list[str]]:
+def gateway_rows(service: Service) -> list[list[str]]:
     """Settings' gateway table: [name, base URL, styles it serves, health] per configured gateway (no keys)."""
-    relay = getattr(service, "relay", None)
-    return relay.status_rows() if relay is not None else []
+    return service.gateway_rows()
 
 
-def check_backend(service, style: str, backend: str | None) -> None:
+def tab_call(service: Service, style: Style, backend: str | None, **params: str) -> Call:
+    """The Call a tab hands its dialect: the Backend choice is the Route (a gateway is always translated to: the
+    tab's fields are a Job's, not a caller's raw request). The person passed the UI's own login."""
     if (backend or "local") not in backend_choices(service, style):
         raise gr.Error(f"backend {backend!r} is not configured for this API style")
-
-
-def on_backend(service, style: str, backend: str | None, call: Callable[[], Awaitable[Any]]):
-    """`call` (one dialect request) run on the chosen backend: as it is for "local", else with every Job it
-    submits sent to that gateway (backends/remote)."""
-    check_backend(service, style, backend)
-    if backend in (None, "", "local"):
-        return call
-
-    async def on_gateway():
-        with service.relay.use_backend(backend, style):
-            return await call()
-
-    return on_gateway
+    route = LOCAL if backend in (None, "", "local") else Route(backend)
+    return Call(route=route, params=params, ui=True)
 
 
 # ------------------------------------------------------------------------------------------- run control
@@ -348,7 +335,7 @@ def wire_generate(fn: Callable, state: gr.State, fields: "Fields", actions: Acti
     wire_results(state, results.gallery, results.info, actions.interrupt, actions.skip)
 
 
-def backend_dropdown(service, style: str, key: str) -> gr.Dropdown:
+def backend_dropdown(service: Service, style: Style, key: str) -> gr.Dropdown:
     return gr.Dropdown(backend_choices(service, style), value="local", label="Backend", elem_id=f"{key}_backend",
                        min_width=100)
 
@@ -400,10 +387,7 @@ class ResultFiles:
         return str(path)
 
     def write_base64(self, items: list[str], seeds: list[Any], ext: str = "png") -> list[str]:
-        return [self.write(base64.b64decode(b64), seed, ext) for b64, seed in zip(items, seeds)]
-
-
-_save_lock = threading.Lock()
+        return [self.write(decode_base64(b64), seed, ext) for b64, seed in zip(items, seeds)]
 
 
 def save_output(outputs_dir: Path, tab_id: str, data: bytes, seed: Any, fields: dict[str, Any]) -> Path:
@@ -417,12 +401,7 @@ def save_output(outputs_dir: Path, tab_id: str, data: bytes, seed: Any, fields: 
             chunks = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
             chunks[REQUEST_CHUNK] = json.dumps({"tab": tab_id, "fields": fields}, default=str)
             data = encode_image(image, "png", chunks.pop("parameters", None), text_chunks=chunks)
-    folder = outputs.day_folder(outputs_dir, f"{tab_id}-images")
-    with _save_lock:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{outputs.next_number(folder):05d}-{seed}.{ext}"
-        outputs.write_atomic(path, data)
-    return path
+    return outputs.save_bytes(data, outputs_dir, f"{tab_id}-images", seed, ext)
 
 
 def read_infotexts(paths: list[str]) -> list[str]:
@@ -451,116 +430,3 @@ def sniff_ext(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
     return "png"
-
-
-# --------------------------------------------------------------------------------- fields and persistence
-
-
-@dataclass
-class Fields:
-    """A tab's request fields: request-model field name → component, in form order. The same table builds
-    the request, saves and restores the fields in the browser, and receives "send to tab"."""
-
-    key: str
-    components: dict[str, gr.components.Component] = field(default_factory=dict)
-    persisted: list[str] = field(default_factory=list)
-    store: Any = None  # the gr.BrowserState keeping them (persist_fields)
-    # For fields whose choices depend on others (v1's sizes on the engine): data → {name: component update}
-    # applied whenever values are set from outside (restore, send to tab), where no user event recomputes them.
-    refine: Callable[[dict], dict[str, Any]] | None = None
-
-    def add(self, name: str, component, persist: bool = True):
-        self.components[name] = component
-        if persist:
-            self.persisted.append(name)
-        return component
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.components)
-
-    @property
-    def inputs(self) -> list:
-        return list(self.components.values())
-
-    def values(self, args: tuple | list) -> dict[str, Any]:
-        return dict(zip(self.components, args))
-
-    def updates(self, data: dict[str, Any], names: list[str] | None = None) -> list:
-        """Component values for `data` (request-field name → value), for `names` (default: every field);
-        fields not in it stay as they are."""
-        names = self.names if names is None else names
-        refined = self.refine(data) if self.refine else {}
-        out = []
-        for name in names:
-            if name in refined:
-                out.append(refined[name])
-            elif name in data:
-                out.append(coerce_for(self.components[name], data[name]))
-            else:
-                out.append(gr.skip())
-        return out
-
-
-def _choice_values(component) -> list:
-    return [c[1] if isinstance(c, (tuple, list)) else c for c in (getattr(component, "choices", None) or [])]
-
-
-def coerce_for(component, value):
-    """A stored or sent value made fit for `component`; gr.skip() when it cannot be (a model that is gone,
-    a sampler name this server lacks), so one stale value never breaks restoring the rest."""
-    if isinstance(component, gr.Dropdown):
-        choices = _choice_values(component)
-        if component.multiselect:
-            items = value if isinstance(value, list) else [value]
-            return [v for v in items if v in choices] if not component.allow_custom_value else items
-        if value in choices or component.allow_custom_value:
-            return value
-        return gr.skip()
-    if isinstance(component, gr.Radio):
-        return value if value in _choice_values(component) else gr.skip()
-    if isinstance(component, (gr.Slider, gr.Number)):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return gr.skip()
-        lo, hi = getattr(component, "minimum", None), getattr(component, "maximum", None)
-        if (lo is not None and number < lo) or (hi is not None and number > hi):
-            return gr.skip()
-        return int(number) if number.is_integer() else number
-    if isinstance(component, gr.Checkbox):
-        if isinstance(value, str):
-            return value.strip().lower() in ("true", "1", "yes", "on")
-        return bool(value)
-    if isinstance(component, gr.Textbox):
-        return "" if value is None else str(value)
-    return value
-
-
-def keyword_signature(fn: Callable, names: list[str]) -> Callable:
-    """Give `fn(session, **values)` a signature naming each field with a None default: gradio then lists
-    every field as an optional, named API parameter (an image field has no initial value, and without a
-    default it would be a required one)."""
-    first = inspect.Parameter("session", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    fields = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in names]
-    fn.__signature__ = inspect.Signature([first, *fields])
-    return fn
-
-
-def persist_fields(blocks: gr.Blocks, fields: Fields) -> gr.BrowserState:
-    """Keep the tab's fields in the browser's localStorage: saved on every change by a client-side function
-    (no server round trip), restored when the page loads. Images are not kept (localStorage is small)."""
-    names = fields.persisted
-    comps = [fields.components[n] for n in names]
-    store = gr.BrowserState({}, storage_key=f"sdgate.{fields.key}", secret=STORAGE_SECRET)
-    js = f"(...values) => Object.fromEntries({json.dumps(names)}.map((name, i) => [name, values[i]]))"
-    gr.on([c.change for c in comps], fn=None, js=js, inputs=comps, outputs=[store], api_visibility="private",
-          queue=False)
-
-    def restore(saved):
-        return fields.updates(saved if isinstance(saved, dict) else {}, names)
-
-    blocks.load(restore, inputs=[store], outputs=comps, api_visibility="private", queue=False,
-                show_progress="hidden")
-    fields.store = store
-    return store

@@ -1,8 +1,8 @@
 """History and PNG Info: the saved images, newest first, with their generation parameters, and "send to tab".
 
 Sending restores the fields of the tab an image came from: A1111 images through their infotext (the A1111
-dialect's parser and its infotext → request-field table), images from the other tabs through the request the
-UI stored beside the infotext (`REQUEST_CHUNK`), or their infotext when that is missing.
+dialect's `fields_from_infotext`, as a request's `infotext` field is read), images from the other tabs through
+the request the UI stored beside the infotext (`REQUEST_CHUNK`), or their infotext when that is missing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import gradio as gr
 from PIL import Image
 
 from backends.dialects import a1111 as d
+from backends.dialects import registry
 from backends.images import read_infotext
+from backends.job import Style
 
 from .common import REQUEST_CHUNK, TAB_IDS, ui_error
 
@@ -155,7 +157,7 @@ def build_history_tab(service, targets: dict[str, SendTarget], tabs: gr.Tabs, hi
 
 
 def build_pnginfo_tab(service, targets: dict[str, SendTarget], tabs: gr.Tabs) -> None:
-    api = d.A1111Api.for_service(service)
+    dialect: d.A1111Dialect = registry.dialect(service, Style.A1111)
     path_state = gr.State("")
     with gr.Row(elem_classes="sdg-main"):
         with gr.Column(min_width=300):
@@ -175,7 +177,7 @@ def build_pnginfo_tab(service, targets: dict[str, SendTarget], tabs: gr.Tabs) ->
             return "", "", None, None
         data = await asyncio.to_thread(Path(path).read_bytes)
         try:
-            answer = await api.png_info(d.PNGInfoRequest(image=base64.b64encode(data).decode("ascii")))
+            answer = await dialect.png_info(d.PNGInfoRequest(image=base64.b64encode(data).decode("ascii")))
         except Exception as e:
             raise ui_error(e) from None
         return path, answer["info"], answer["parameters"], answer["items"]

@@ -1,34 +1,36 @@
-"""The ModelsLab tab (stablediffusionapi.com text2img). The fields become the JSON body a ModelsLab client posts;
-the dialect's `parse_request` and `check` apply its typing rules, limits and messages, `build_plan` translates it
-(seed, scheduler class, LoRAs, the options with no local effect), the job runs on the shared queue and the
-dialect's `infotext` describes the images. Tables (schedulers, ranges, defaults) are read from
-backends/dialects/modelslab.py."""
+"""The ModelsLab tab (stablediffusionapi.com text2img). The fields become the JSON body a ModelsLab client posts
+to POST /api/v6/images/text2img, and the dialect's `parse` then `run` answer it, as they answer that route: its
+typing rules, limits and messages, the seed, scheduler class and LoRAs, the options with no local effect, the
+images with their infotext (asked for as base64, so the tab saves exactly the bytes the route serves). Tables
+(schedulers, ranges, defaults) are read from backends/dialects/modelslab/."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import gradio as gr
 
 from backends.dialects import modelslab as ml
-from backends.images import encode_image
+from backends.dialects import registry
+from backends.dialects.base import Reply
+from backends.images import decode_base64
+from backends.job import Style
 
 from .common import (
-    Fields,
     Shown,
     action_buttons,
     backend_dropdown,
-    on_backend,
-    persist_fields,
+    read_infotexts,
     results_column,
     run_tab,
     save_output,
+    tab_call,
     wire_generate,
 )
+from .fields import Fields, persist_fields
 
 TAB = "modelslab"
-FAMILY = ml.FAMILY["v6"]  # the UI speaks the current route family: model_id is required
+FAMILY = "v6"  # the UI speaks the current route family: model_id is required
 # The switches the tab shows, in ModelsLab's order (their defaults come from ml.DEFAULTS).
 FLAGS = ("use_karras_sigmas", "tomesd", "upscale", "panorama", "self_attention", "safety_checker",
          "enhance_prompt", "multi_lingual")
@@ -38,9 +40,8 @@ FLAG_LABELS = {"use_karras_sigmas": "Karras sigmas", "tomesd": "ToMe SD", "upsca
 
 
 def lora_names(service) -> list[str]:
-    library = getattr(service.engine, "loras", None)
     try:
-        return sorted(library.files()) if library is not None and hasattr(library, "files") else []
+        return sorted(service.lora_names())
     except OSError:
         return []
 
@@ -72,7 +73,7 @@ def request_body(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_modelslab_tab(blocks: gr.Blocks, service) -> Fields:
-    api = ml.ModelslabApi.for_service(service)
+    dialect: ml.ModelslabDialect = registry.dialect(service, Style.MODELSLAB)
     fields = Fields(TAB)
     state = gr.State({})
     ranges = {name: (lo, hi) for name, lo, hi in ml.RANGES}
@@ -133,32 +134,24 @@ def build_modelslab_tab(blocks: gr.Blocks, service) -> Fields:
                 for flag in FLAGS:
                     fields.add(flag, gr.Checkbox(bool(defaults[flag]), label=FLAG_LABELS[flag],
                                                  elem_id=f"{TAB}_{flag}", min_width=150))
-            fields.add("backend", backend_dropdown(service, TAB, TAB))
+            fields.add("backend", backend_dropdown(service, Style.MODELSLAB, TAB))
         results = results_column(TAB)
 
     async def generate(session: dict, **values):
         def prepare():
-            req = ml.parse_request(request_body(values))
-            ml.check(req, FAMILY)  # required fields and the documented ranges, in ModelsLab's words
-            return on_backend(service, TAB, values.get("backend"), lambda: run(req))
+            call = tab_call(service, Style.MODELSLAB, values.get("backend"), family=FAMILY)
+            request = dialect.parse("text2img", request_body(values), call)  # ModelsLab's own checks and words
+            return lambda: dialect.run("text2img", request, call)  # what POST /api/v6/images/text2img does
 
-        async def run(req):
-            plan = await api.plan(req)
-            await asyncio.to_thread(service.engine.validate, plan.job)
-            result = await service.run_async(plan.job)
-            return plan, result
-
-        def present(answer) -> Shown:
-            plan, result = answer
-            text = ml.infotext(plan.job, result)
-            images = ml.output_images(plan, result)
-            saved = [str(save_output(service.config.outputs_dir, TAB, encode_image(im, "png", text), seed, values))
-                     for im, seed in zip(images, result.seeds)]
-            notes = list(dict.fromkeys([*plan.meta.get("notes", []), *result.notes]))
-            not_applied = plan.meta.get("not_applied") or {}
-            if not_applied:
-                notes.append("not applied here: " + ", ".join(not_applied))
-            return Shown(saved, [text] * len(saved), 0, list(result.seeds), notes)
+        def present(reply: Reply) -> Shown:
+            answer = reply.body  # a `success` body: a UI call waits for its images
+            meta = answer["meta"]
+            saved = [str(save_output(service.config.outputs_dir, TAB, decode_base64(b64), seed, values))
+                     for b64, seed in zip(answer["output"], meta["seeds"])]
+            notes = list(meta.get("notes") or [])
+            if meta.get("not_applied"):
+                notes.append("not applied here: " + ", ".join(meta["not_applied"]))
+            return Shown(saved, read_infotexts(saved), 0, list(meta["seeds"]), notes)
 
         async for frame in run_tab(service, session, prepare, present):
             yield frame

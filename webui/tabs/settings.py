@@ -9,7 +9,9 @@ import html
 import gradio as gr
 
 from backends.dialects import a1111 as d
-from backends.job import SdgateError
+from backends.dialects import registry
+from backends.infotext import VERSION
+from backends.job import SdgateError, Style
 
 from .common import gateway_rows, ui_error
 
@@ -22,14 +24,14 @@ def model_rows(models) -> list[list[str]]:
 
 
 def build_settings_tab(service, model_dropdowns: list[gr.Dropdown], stores: list[gr.BrowserState]) -> None:
-    api = d.A1111Api.for_service(service)
+    dialect: d.A1111Dialect = registry.dialect(service, Style.A1111)
     cfg = service.config
     flags = [f"device **{service.device}**", f"dtype **{str(service.dtype).removeprefix('torch.')}**",
              "listening on the LAN" if cfg.host in ("0.0.0.0", "::") else f"bound to {html.escape(cfg.host)}",
              "UI login on" if cfg.auth else "UI login off", "API auth on" if cfg.api_auth else "API auth off"]
     if service.demo:
         flags.append("demo models")
-    gr.Markdown(f"{d.VERSION} · " + " · ".join(flags), elem_id="settings_summary")
+    gr.Markdown(f"{VERSION} · " + " · ".join(flags), elem_id="settings_summary")
 
     with gr.Accordion("Models", open=True, elem_id="settings_models_box"):
         models = gr.Dataframe(model_rows(service.models.list()), headers=MODEL_HEADERS, interactive=False,
@@ -52,7 +54,7 @@ def build_settings_tab(service, model_dropdowns: list[gr.Dropdown], stores: list
                         elem_id="settings_gateways_none")
 
     with gr.Accordion("Defaults", open=True, elem_id="settings_defaults_box"):
-        opts = api.options.values()
+        opts = dialect.options.values()
         with gr.Row():
             live = gr.Checkbox(bool(opts["live_previews_enable"]), label="Live previews while generating",
                                elem_id="settings_live_previews", min_width=200)
@@ -74,13 +76,13 @@ def build_settings_tab(service, model_dropdowns: list[gr.Dropdown], stores: list
 
     async def do_set_default(title):
         try:
-            await api.set_options({"sd_model_checkpoint": title})
+            await dialect.set_options({"sd_model_checkpoint": title})
         except SdgateError as e:
             raise ui_error(e) from None
         return f"Default model: {_default_title(service)}"
 
     async def do_save(live_value, every_value):
-        await api.set_options({"live_previews_enable": bool(live_value),
+        await dialect.set_options({"live_previews_enable": bool(live_value),
                                "show_progress_every_n_steps": int(every_value)})
         return "Saved."
 

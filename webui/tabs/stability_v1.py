@@ -1,33 +1,35 @@
-"""The Stability v1 tab: text-to-image for the v1 engines. The fields build the dialect's
-`TextToImageRequest` body (weighted `text_prompts`, the sampler and preset enums, the engine's size rule) and
-`StabilityV1Api.text_to_image` runs it, as POST /v1/generation/{engine_id}/text-to-image does. Every limit and
-table here is read from backends/dialects/stability_v1.py."""
+"""The Stability v1 tab: text-to-image for the v1 engines. The fields build the JSON body a v1 client would send
+to POST /v1/generation/{engine_id}/text-to-image (weighted `text_prompts`, the sampler and preset enums, the
+engine's size rule), and the dialect's `parse` then `run` answer it, as they answer that route. Every limit and
+table here is read from backends/dialects/stability_v1/."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import functools
 from typing import Any, get_args
 
 import gradio as gr
 
+from backends.dialects import registry
 from backends.dialects import stability_v1 as v1
-from backends.job import SdgateError
+from backends.dialects.base import Call
+from backends.images import decode_base64
+from backends.job import SdgateError, Style
 
 from .common import (
-    Fields,
     Shown,
     action_buttons,
     backend_dropdown,
-    on_backend,
     field_bounds,
-    persist_fields,
     read_infotexts,
     results_column,
     run_tab,
     save_output,
+    tab_call,
     wire_generate,
 )
+from .fields import Fields, persist_fields
 
 TAB = "stability_v1"
 NONE = "(none)"
@@ -65,10 +67,11 @@ def height_choices(engine_id: str, width: int | None, max_side: int) -> list[int
     return sorted({h for w, h in allowed_sizes(engine_id, max_side) if w == width})
 
 
-def default_size(service, engine_id: str) -> tuple[int, int]:
+def default_size(dialect: v1.StabilityV1Dialect, engine_id: str) -> tuple[int, int]:
+    """The size an omitted width/height takes: the engine's, or for a local model its family's."""
     family = None
     try:
-        family = service.models.resolve(engine_id).family
+        family = dialect.resolve_model(engine_id, Call()).family
     except SdgateError:
         pass
     return v1.default_size(engine_id, family)
@@ -100,13 +103,13 @@ def build_request_body(values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def build_stability_v1_tab(blocks: gr.Blocks, service) -> Fields:
-    api = v1.StabilityV1Api.for_service(service)
+    dialect: v1.StabilityV1Dialect = registry.dialect(service, Style.STABILITY_V1)
     fields = Fields(TAB)
     state = gr.State({})
-    max_side = api.max_side
+    max_side = dialect.max_side
     engines = engine_choices(service)
     engine0 = v1.DEFAULT_SDXL_ENGINE if v1.DEFAULT_SDXL_ENGINE in engines else (engines[0] if engines else "")
-    steps_lo, steps_hi = v1.STEPS_LENIENT if api.lenient else v1.STEPS_STRICT
+    steps_lo, steps_hi = v1.STEPS_LENIENT if dialect.lenient else v1.STEPS_STRICT
     cfg_lo, cfg_hi = field_bounds(v1.GenerationParams, "cfg_scale")
     samples_lo, samples_hi = field_bounds(v1.GenerationParams, "samples")
     seed_lo, seed_hi = field_bounds(v1.GenerationParams, "seed")
@@ -139,7 +142,7 @@ def build_stability_v1_tab(blocks: gr.Blocks, service) -> Fields:
         with gr.Column(scale=1, min_width=300, elem_classes="sdg-params"):
             engine = fields.add("engine_id", gr.Dropdown(engines, value=engine0, label="Engine",
                                                          elem_id=f"{TAB}_engine"))
-            w0, h0 = default_size(service, engine0)
+            w0, h0 = default_size(dialect, engine0)
             with gr.Row():
                 # The choices follow the engine (and the height the width); custom values are let through
                 # to the dialect, whose size rule answers with the allowed sizes.
@@ -165,7 +168,7 @@ def build_stability_v1_tab(blocks: gr.Blocks, service) -> Fields:
                                                 elem_id=f"{TAB}_samples", min_width=140))
                 fields.add("seed", gr.Number(0, precision=0, minimum=seed_lo, maximum=seed_hi,
                                              label="Seed (0: random)", elem_id=f"{TAB}_seed", min_width=140))
-            fields.add("backend", backend_dropdown(service, "stability_v1", TAB))
+            fields.add("backend", backend_dropdown(service, Style.STABILITY_V1, TAB))
         results = results_column(TAB)
 
     def engine_changed(engine_id, w, h):
@@ -173,7 +176,7 @@ def build_stability_v1_tab(blocks: gr.Blocks, service) -> Fields:
         sizes = allowed_sizes(engine_id, max_side)
         w, h = _int(w), _int(h)
         if (w, h) not in sizes:
-            w, h = default_size(service, engine_id)
+            w, h = default_size(dialect, engine_id)
         return (gr.Dropdown(choices=width_choices(engine_id, max_side), value=w),
                 gr.Dropdown(choices=height_choices(engine_id, w, max_side), value=h))
 
@@ -184,13 +187,18 @@ def build_stability_v1_tab(blocks: gr.Blocks, service) -> Fields:
     async def generate(session: dict, **values):
         def prepare():
             engine_id, body = build_request_body(values)
-            return on_backend(service, "stability_v1", values.get("backend"),
-                              lambda: api.text_to_image(engine_id, body, "application/json"))
+            call = tab_call(service, Style.STABILITY_V1, values.get("backend"), engine_id=engine_id)
+
+            async def run():  # what POST /v1/generation/{engine_id}/text-to-image does with this body
+                planned = await asyncio.to_thread(dialect.parse, v1.TEXT_TO_IMAGE, body, call)
+                return await dialect.run(v1.TEXT_TO_IMAGE, planned, call)
+
+            return run
 
         def present(reply) -> Shown:
-            artifacts = reply.content["artifacts"]
+            artifacts = reply.body["artifacts"]
             seeds = [a["seed"] for a in artifacts]
-            saved = [str(save_output(service.config.outputs_dir, TAB, base64.b64decode(a["base64"]), a["seed"],
+            saved = [str(save_output(service.config.outputs_dir, TAB, decode_base64(a["base64"]), a["seed"],
                                      values)) for a in artifacts]
             reasons = sorted({a["finishReason"] for a in artifacts} - {"SUCCESS"})
             return Shown(saved, read_infotexts(saved), 0, seeds, [f"finishReason {r}" for r in reasons])
@@ -205,7 +213,7 @@ def build_stability_v1_tab(blocks: gr.Blocks, service) -> Fields:
             return {}
         w, h = _int(data.get("width")), _int(data.get("height"))
         if w is None or h is None:
-            w, h = default_size(service, engine_id)
+            w, h = default_size(dialect, engine_id)
         return {"width": gr.Dropdown(choices=width_choices(engine_id, max_side), value=w),
                 "height": gr.Dropdown(choices=height_choices(engine_id, w, max_side), value=h)}
 

@@ -1,40 +1,42 @@
-"""The Stability v2beta tab: Stable Image Core, Ultra and SD3. The fields become the form a v2beta client posts;
-the dialect's `parse_request` checks them (its request models and messages), `to_job` translates, the job runs
-on the shared queue and `result_to_reply` encodes the answer, as POST /v2beta/stable-image/generate/{endpoint}
-does. Enums and limits are read from backends/dialects/stability_v2.py."""
+"""The Stability v2beta tab: Stable Image Core, Ultra and SD3. The fields become the form a v2beta client posts, and
+the tab calls the dialect's `parse` and `run` as POST /v2beta/stable-image/generate/{endpoint} does
+(backends/dialects/stability_v2/), asking for the JSON answer; the Backend choice is the call's Route. Enums and
+limits are read from the dialect's package."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
 import gradio as gr
 
+from backends.dialects import registry
 from backends.dialects import stability_v2 as v2
+from backends.images import decode_base64
+from backends.job import Style
+from backends.service import Service
 
 from .common import (
-    Fields,
     Shown,
     action_buttons,
     backend_dropdown,
-    on_backend,
     field_bounds,
-    persist_fields,
     read_infotexts,
     results_column,
     run_tab,
     save_output,
+    tab_call,
     wire_generate,
 )
+from .fields import Fields, persist_fields
 
 TAB = "stability_v2beta"
 NONE = "(none)"
 ENDPOINT_LABELS = {"core": "Core", "ultra": "Ultra", "sd3": "SD3"}
 IMAGE_ENDPOINTS = ("ultra", "sd3")  # the endpoints that take an init image
+JSON_ACCEPT = {"accept": "application/json"}  # the tab reads the JSON answer
 
 
 def form_fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -62,8 +64,8 @@ def form_fields(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in form.items() if v is not None}
 
 
-def build_stability_v2_tab(blocks: gr.Blocks, service) -> Fields:
-    api = v2.StabilityV2Api.for_service(service)
+def build_stability_v2_tab(blocks: gr.Blocks, service: Service) -> Fields:
+    dialect = registry.dialect(service, Style.STABILITY_V2)
     fields = Fields(TAB)
     state = gr.State({})
     seed_lo, seed_hi = field_bounds(v2.CoreRequest, "seed")
@@ -107,32 +109,24 @@ def build_stability_v2_tab(blocks: gr.Blocks, service) -> Fields:
                            persist=False)
                 fields.add("strength", gr.Slider(strength_lo, strength_hi, value=0.5, step=0.01,
                                                  label="Strength (0 keeps the image)", elem_id=f"{TAB}_strength"))
-            fields.add("backend", backend_dropdown(service, "stability_v2", TAB))
+            fields.add("backend", backend_dropdown(service, Style.STABILITY_V2, TAB))
         results = results_column(TAB)
 
     def endpoint_changed(ep):
         return gr.Group(visible=ep == "sd3"), gr.Group(visible=ep in IMAGE_ENDPOINTS)
 
     async def generate(session: dict, **values):
-        request_id = uuid.uuid4().hex
         endpoint_name = values.get("endpoint") or "core"
 
         def prepare():
-            req = v2.parse_request(endpoint_name, form_fields(values))  # the dialect's models and messages
-            api.moderate(req)  # the blocked-terms and language rules of the HTTP route
-            return on_backend(service, "stability_v2", values.get("backend"), lambda: run(req))
-
-        async def run(req):
-            job = await asyncio.to_thread(api.to_job, endpoint_name, req, request_id)
-            await asyncio.to_thread(service.engine.validate, job)
-            result = await service.run_async(job)
-            return v2.result_to_reply(result, req, accept_json=True, request_id=request_id,
-                                      jpeg_quality=api.settings.jpeg_quality)
+            call = replace(tab_call(service, Style.STABILITY_V2, values.get("backend")), headers=JSON_ACCEPT)
+            req = dialect.parse(endpoint_name, form_fields(values), call)  # the route's models, messages, rules
+            return lambda: dialect.run(endpoint_name, req, call)
 
         def present(reply) -> Shown:
             body = json.loads(reply.body)
             kept = {k: v for k, v in values.items() if k != "image"}
-            path = str(save_output(service.config.outputs_dir, TAB, base64.b64decode(body["image"]), body["seed"],
+            path = str(save_output(service.config.outputs_dir, TAB, decode_base64(body["image"]), body["seed"],
                                    kept))
             notes = [] if body["finish_reason"] == "SUCCESS" else [f"finish_reason {body['finish_reason']}"]
             return Shown([path], read_infotexts([path]), 0, [body["seed"]], notes)

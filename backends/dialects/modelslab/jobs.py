@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..job import Job, SdgateError
+from ...job import Job, Result, SdgateError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Record:
     webhook_status: str = ""
     finished: float | None = None
     ticket: Any = None  # the queue's Ticket while the job is queued or running
+    trace: Result | None = None  # the Result without its images: which gateway answered, what it could not carry
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 

@@ -14,34 +14,26 @@ type only switching sigma flags (ModelsLab's `use_karras_sigmas`). Timestep samp
 the schedule type, as A1111 does.
 
 Names diffusers cannot run (DPM fast, Restart, KarrasVeScheduler, ...) run their nearest equivalent, and the
-SamplerChoice carries a note saying so, for the Result. See reference/a1111_api.md §5 and
-reference/diffusers_offline.md §3 and §6.2.
+SamplerChoice carries a note saying so, for the Result. See docs/reference/a1111_api.md §5 and
+docs/reference/diffusers_offline.md §3 and §6.2. Building the diffusers
+scheduler for a choice is the local engine's (backends/local/schedulers.py); this table imports no diffusers.
 """
 
 from __future__ import annotations
 
-import copy
-import threading
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-from ..job import InvalidRequest, UnknownSampler
+from .job import InvalidRequest, UnknownSampler
 
 __all__ = [
     "SamplerChoice",
     "resolve_sampler",
-    "make_scheduler",
-    "valid_names",
-    "a1111_samplers",
-    "a1111_schedulers",
-    "stability_samplers",
+        "valid_names",
     "diffusers_schedulers",
-    "scheduler_class",
-]
+    ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -127,7 +119,7 @@ class Schedule:
 
 
 # A1111's order (GET /sdapi/v1/schedulers lists them so). Flags follow the diffusers docs' "Noise schedules"
-# table (reference/a1111_api.md §5.4). Karras/Exponential/Beta only switch sigmas: the spacing they start from is
+# table (docs/reference/a1111_api.md §5.4). Karras/Exponential/Beta only switch sigmas: the spacing they start from is
 # the sampler's (k-diffusion samplers carry "linspace", i.e. the model's full sigma range, as k-diffusion does).
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("automatic", "Automatic"),
@@ -425,7 +417,7 @@ DIFFUSERS_SAMPLERS: tuple[Sampler, ...] = (
     Sampler("DPMSolverSDEScheduler", "DPMSolverSDEScheduler"),
 )
 
-# Stability v1 `sampler` enum → a row name (reference/hosted_apis.md A.2).
+# Stability v1 `sampler` enum → a row name (docs/reference/hosted_apis.md A.2).
 STABILITY_SAMPLERS: Mapping[str, str] = _frozen(
     {
         "DDIM": "DDIM",
@@ -604,17 +596,6 @@ def resolve_sampler(name: str | None, schedule: str | None = None) -> SamplerCho
     )
 
 
-# ------------------------------------------------------------------------------------- building schedulers
-
-
-@lru_cache(maxsize=None)
-def scheduler_class(name: str) -> type:
-    """The diffusers class called `name` (imported once)."""
-    import diffusers
-
-    return getattr(diffusers, name)
-
-
 def _hashable(v: Any) -> Any:
     if isinstance(v, Mapping):
         return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
@@ -625,68 +606,8 @@ def _hashable(v: Any) -> Any:
     return v
 
 
-# Prototype schedulers by (class, base config, choice config). from_config costs 1-3 ms (and 30-45 ms for
-# DPMSolverSDEScheduler, whose __init__ computes 1000 second-order timesteps); a deepcopy of a prototype costs
-# 0.15-0.6 ms and gives a scheduler no other job shares (set_timesteps/step mutate it).
-_PROTOTYPES: OrderedDict[tuple, Any] = OrderedDict()
-_PROTOTYPES_MAX = 64
-_PROTOTYPES_LOCK = threading.Lock()
-
-
-def make_scheduler(base_scheduler, choice: SamplerChoice, seed: int | Sequence[int] | None = None):
-    """A new scheduler for `choice`, built as `Cls.from_config(base_scheduler.config, **choice.config)` so the
-    model's betas, prediction_type etc. are kept. The base scheduler is never modified.
-
-    `seed` only matters for DPMSolverSDEScheduler ("DPM++ SDE"), whose noise ignores the pipeline's generators:
-    pass the per-image seeds of the call (a list, one per image in batch order) and each image gets its own
-    Brownian tree, as in A1111, so image k equals a solo run with its seed; an int seeds one tree for the whole
-    batch (diffusers' behaviour: only a batch of one is reproducible alone). None: random noise.
-    """
-    cls = scheduler_class(choice.scheduler_class)
-    key = (choice.scheduler_class, _hashable(base_scheduler.config), choice.key[1])
-    with _PROTOTYPES_LOCK:
-        proto = _PROTOTYPES.get(key)
-        if proto is not None:
-            _PROTOTYPES.move_to_end(key)
-    if proto is None:
-        proto = cls.from_config(base_scheduler.config, **choice.config)
-        with _PROTOTYPES_LOCK:
-            _PROTOTYPES[key] = proto
-            while len(_PROTOTYPES) > _PROTOTYPES_MAX:
-                _PROTOTYPES.popitem(last=False)
-    scheduler = copy.deepcopy(proto)
-    if _CLASSES[choice.scheduler_class].seeded_by_config and seed is not None:
-        value = int(seed) if isinstance(seed, int) else [int(s) for s in seed]
-        scheduler.register_to_config(noise_sampler_seed=value)
-        scheduler.noise_sampler_seed = value
-    return scheduler
-
 
 # ------------------------------------------------------------------------------------------- listings
-
-
-def a1111_samplers() -> list[dict]:
-    """GET /sdapi/v1/samplers: [{"name", "aliases", "options"}] in A1111's order."""
-    return [{"name": s.name, "aliases": list(s.aliases), "options": dict(s.options)} for s in A1111_SAMPLERS]
-
-
-def a1111_schedulers() -> list[dict]:
-    """GET /sdapi/v1/schedulers: [{"name", "label", "aliases", "default_rho", "need_inner_model"}]."""
-    return [
-        {
-            "name": s.name,
-            "label": s.label,
-            "aliases": list(s.aliases) if s.aliases else None,
-            "default_rho": float(s.default_rho),
-            "need_inner_model": s.need_inner_model,
-        }
-        for s in SCHEDULES
-    ]
-
-
-def stability_samplers() -> list[str]:
-    """The Stability v1 `sampler` enum."""
-    return list(STABILITY_SAMPLERS)
 
 
 def diffusers_schedulers() -> list[str]:

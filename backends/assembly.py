@@ -1,0 +1,234 @@
+"""Wires the backend together: the concrete Service (backends/service.py declares it) over the local models,
+engine and job queue, the relay to gateways, and the dialects' codecs the relay translates with.
+
+The top of the backend layers: it is the one module that imports `local`, `remote` and `dialects` together."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .config import Config, ConfigError
+from .dialects import registry
+from .job import LOCAL, Job, ModelInfo, ModelNotFound, Result, Route, SdgateError, Style
+from .keys import ApiKeys
+from .local.engine import LocalEngine
+from .local.models import ModelManager
+from .queue import JobQueue, Ticket
+from .remote.config import parse_target, target
+from .remote.relay import Relay
+from .service import DEMO_NOTE
+from .upstream import ForwardRequest, Forwarded
+
+log = logging.getLogger(__name__)
+
+# In --demo every model or engine name a client may send lands on a tiny model of the matching family.
+DEMO_ALIASES = {
+    "stable-diffusion-xl-1024-v1-0": "tiny-sdxl",
+    "stable-diffusion-xl-1024-v0-9": "tiny-sdxl",
+    "stable-diffusion-xl-beta-v2-2-2": "tiny-sd1",
+    "stable-diffusion-v1-6": "tiny-sd1",
+    "stable-diffusion-v1-5": "tiny-sd1",
+    "stable-diffusion-512-v2-1": "tiny-sd1",
+    "stable-diffusion-768-v2-1": "tiny-sd1",
+    "core": "tiny-sdxl",
+    "ultra": "tiny-sdxl",
+    "sd3": "tiny-sdxl",
+    "sd3.5-large": "tiny-sdxl",
+    "sd3.5-large-turbo": "tiny-sdxl",
+    "sd3.5-medium": "tiny-sdxl",
+    "sd3.5-flash": "tiny-sdxl",
+}
+
+# Callbacks told of every ticket submitted from the current context (see LocalService.watch). A context variable,
+# not a list on the service: each UI event watches only the jobs its own dialect call submits. (Observation only:
+# where a job runs is never read from context, it is the Job's `backend`.)
+_watchers: contextvars.ContextVar[tuple[Callable[[Ticket], None], ...]] = contextvars.ContextVar(
+    "sdgate_ticket_watchers", default=()
+)
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def pick_device(name: str) -> str:
+    if name != "auto":
+        available = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available(),
+            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        }
+        if not available.get(name, False):
+            raise ConfigError(f"--device {name}: no such device on this machine")
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        # Half precision where the device is made for it; fp32 on CPU keeps results exact and portable.
+        return torch.float16 if device in ("cuda", "mps") else torch.float32
+    return DTYPES[name]
+
+
+@dataclass(eq=False)  # identity, not equality: one dialect set per service (dialects/registry.py)
+class LocalService:
+    """The Service: this machine's engine and queue, and the relay when gateways are configured."""
+
+    config: Config
+    models: ModelManager
+    engine: LocalEngine
+    queue: JobQueue
+    device: str
+    dtype: torch.dtype
+    keys: ApiKeys
+    relay: Relay | None = None  # remote gateways (backends/remote), None when none is configured
+    aliases: dict[str, str] = field(default_factory=dict)  # every model alias, `gateway:` targets included
+
+    @property
+    def demo(self) -> bool:
+        return self.config.demo
+
+    # ---------------------------------------------------------------------------------------- where it runs
+
+    def route_for(self, style: Style) -> Route:
+        gw = self.relay.routed(style) if self.relay is not None else None
+        if gw is None:
+            return LOCAL
+        return Route(gw.name, forward=gw.serves(style))
+
+    def gateways(self, style: Style) -> list[str]:
+        return self.relay.choices(style) if self.relay is not None else []
+
+    def gateway_rows(self) -> list[list[str]]:
+        return self.relay.status_rows() if self.relay is not None else []
+
+    def check_gateway(self, name: str) -> None:
+        if self.relay is None:
+            raise SdgateError(f"no gateway named {name!r}: no [[gateways]] are configured", details={"gateway": name})
+        self.relay.gateway(name)
+
+    def resolve_model(self, name: str | None, route: Route) -> ModelInfo:
+        if route.gateway is not None:  # the gateway's own name for a model: passed on as it came
+            self.check_gateway(route.gateway)
+            return gateway_model(route.gateway, name or None)
+        remote = self._gateway_alias(name)
+        if remote is not None:
+            return remote
+        return self.models.resolve(name)
+
+    def _gateway_alias(self, name: str | None) -> ModelInfo | None:
+        """A name whose alias chain ends in `gateway:<name>[/<model>]` (or such a target itself)."""
+        followed, seen = name if name else self.models.default, set()
+        while followed in self.aliases and followed not in seen:
+            seen.add(followed)
+            followed = self.aliases[followed]
+        parsed = parse_target(followed)
+        if parsed is None:
+            return None
+        self.check_gateway(parsed[0])
+        return gateway_model(*parsed)
+
+    # ---------------------------------------------------------------------------------------- jobs
+
+    def backend_of(self, job: Job) -> str | None:
+        """Where `job` runs: None for the local queue, else a gateway (its `backend`, or its model's gateway)."""
+        parsed = parse_target(job.model)
+        if job.backend in (None, "", "local"):
+            if parsed is None:
+                return None
+            if job.backend == "local":
+                raise ModelNotFound(f"model {job.model!r} belongs to gateway {parsed[0]!r} and cannot run locally",
+                                    details={"model": job.model})
+            job.backend = parsed[0]
+        self.check_gateway(job.backend)
+        return job.backend
+
+    def validate(self, job: Job) -> None:
+        if self.backend_of(job) is None:
+            self.engine.validate(job)
+
+    def lora_names(self) -> list[str]:
+        return self.engine.loras.files()
+
+    def submit(self, job: Job) -> Ticket:
+        # a job for a gateway never waits in the device queue; the relay bounds each gateway's concurrency
+        backend = self.backend_of(job)
+        ticket = self.relay.submit(job, backend) if backend else self.queue.submit(job)
+        for watcher in _watchers.get():
+            watcher(ticket)
+        return ticket
+
+    def run(self, job: Job, timeout: float | None = None) -> Result:
+        return self.submit(job).result(timeout)
+
+    async def run_async(self, job: Job) -> Result:
+        return await self.submit(job).wait()
+
+    @contextlib.contextmanager
+    def watch(self, callback: Callable[[Ticket], None]) -> Iterator[None]:
+        """Call `callback(ticket)` for each job submitted from this context (and from the tasks and
+        `asyncio.to_thread` calls it starts, which copy the context). The web UI runs a dialect's request
+        inside this to learn the tickets that request creates, so that it can show their progress and
+        interrupt or skip them: the caller's own jobs, never another user's."""
+        token = _watchers.set((*_watchers.get(), callback))
+        try:
+            yield
+        finally:
+            _watchers.reset(token)
+
+    async def forward(self, route: Route, style: Style, request: ForwardRequest) -> Forwarded:
+        if route.gateway is None:
+            raise SdgateError("nothing to forward to: the request's route is local")
+        self.check_gateway(route.gateway)
+        return await self.relay.forward(route.gateway, Style(style), request)
+
+    def close(self) -> None:
+        self.queue.close()
+        if self.relay is not None:
+            self.relay.close()
+
+
+def gateway_model(gateway: str, model: str | None) -> ModelInfo:
+    title = target(gateway, model)
+    return ModelInfo(name=model or gateway, title=title, source=title, kind="gateway")
+
+
+def create_service(config: Config) -> LocalService:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    relay = Relay.from_config(config)  # first: a bad [[gateways]] entry fails before any model work
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    aliases = {**(config.raw.get("models") or {}).get("aliases", {}), **dict(config.model_aliases)}
+    default = config.model
+    if config.demo:
+        from .local.tiny import write_tiny_models
+
+        write_tiny_models(Path(config.models_dir))
+        default = default or "tiny-sd1"
+        aliases = {**DEMO_ALIASES, **aliases}
+        log.warning(DEMO_NOTE)
+    models = ModelManager(
+        Path(config.models_dir),
+        default=default,
+        aliases={k: v for k, v in aliases.items() if parse_target(v) is None},  # the engine's own models only
+        device=device,
+        dtype=dtype,
+        cache_size=config.model_cache_size,
+    )
+    engine = LocalEngine(models, config.limits)
+    queue = JobQueue(engine.generate, max_pending=config.max_pending)
+    service = LocalService(config, models, engine, queue, device, dtype, ApiKeys(config.raw), relay, aliases)
+    if relay is not None:
+        relay.codec_for = lambda style: registry.dialect(service, style)  # the styles' reverse pairs
+    return service
