@@ -1,4 +1,4 @@
-"""A1111's infotext: the "parameters" text every generated PNG carries (a1111_api.md §2.3).
+"""A1111's infotext: the "parameters" text every generated PNG carries (docs/reference/a1111_api.md §2.3).
 
 The lingua franca of image metadata: A1111, Forge, ComfyUI importers and our PNG Info tab read it, so every
 dialect writes one, whatever API made the image.

@@ -1,4 +1,4 @@
-"""A1111 attention syntax (a1111_api.md §6.1) and extra-network tags (§6.2)."""
+"""A1111 attention syntax (docs/reference/a1111_api.md §6.1) and extra-network tags (§6.2)."""
 
 import pytest
 

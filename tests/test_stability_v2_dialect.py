@@ -247,6 +247,38 @@ def test_parse_json_answer():
 # parser in backends/remote/errors.py (its v2beta shape: tests/test_relay_faults.py D3_SHAPES).
 
 
+@pytest.mark.parametrize("status, headers, body, name, text, caller_status", [
+    (400, {}, {"id": "abc", "name": "bad_request", "errors": ["prompt: is required"]}, "bad_request",
+     "prompt: is required", 400),
+    (404, {}, {"id": "abc", "name": "not_found", "message": "engine not found"}, "not_found", "engine not found", 404),
+    (401, {}, {"error": {"message": "invalid token (request id: x)", "type": "one_api_error"}}, "one_api_error",
+     "invalid token", 502),
+    (429, {}, {"id": "rate_limit_exceeded", "name": "rate_limit_exceeded", "errors": ["slow down"]},
+     "rate_limit_exceeded", "slow down", 429),
+    (500, {}, {"status": "error", "messege": "out of memory"}, "error", "out of memory", 502),
+    (502, {"Retry-After": "7"}, None, None, "Bad Gateway", 502),
+])
+def test_upstream_errors(status, headers, body, name, text, caller_status):
+    """v2beta error answers as the relay reads them: once, in backends/remote/errors.py (the gateway client raises
+    before any reverse pair sees the answer), then rendered in the v2beta shape for a v2beta caller."""
+    from backends.remote.errors import UpstreamError
+
+    content = json.dumps(body).encode() if body is not None else b"Bad Gateway"
+    err = UpstreamError.from_response("gw", status, {k.lower(): v for k, v in headers.items()}, content,
+                                      retryable=status in (429, 502), retry_after=7.0 if status == 502 else None)
+    assert err.http_status == status and err.status == caller_status and text in err.message
+    assert err.details["upstream_status"] == status and err.provider_code == name
+    assert err.code == (name or "upstream_error")
+    if status == 429:
+        assert err.retryable and err.shape == "stability_v2"
+    if status == 502:
+        assert err.retry_after == 7.0 and err.retryable
+    # rendered back in the v2beta shape: the caller's status and the gateway's words
+    rendered_status, rendered = d.error_body(err, "0" * 32)
+    assert rendered_status == caller_status and set(rendered) == {"id", "name", "errors"}
+    assert any(text in e for e in rendered["errors"])
+
+
 def test_reply_round_trip_and_filtered_images():
     """Our own answer, parsed by the relay side, gives back the image and seed; a filtered image stays filtered."""
     job = Job(prompt="a cat", steps=2, extra={"stability_v2": {"endpoint": "core", "fields": {}}})

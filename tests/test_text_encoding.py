@@ -1,4 +1,4 @@
-"""A1111-style long/weighted prompt encoding (a1111_api.md §6.3) on the tiny random-weight pipelines."""
+"""A1111-style long/weighted prompt encoding (docs/reference/a1111_api.md §6.3) on the tiny random-weight pipelines."""
 
 import pytest
 import torch

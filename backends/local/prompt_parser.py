@@ -1,4 +1,4 @@
-"""A1111 prompt syntax: attention weights, BREAK and extra-network tags (a1111_api.md §6.1, §6.2).
+"""A1111 prompt syntax: attention weights, BREAK and extra-network tags (docs/reference/a1111_api.md §6.1, §6.2).
 
 Written from the documented behaviour, not from A1111's (AGPL) source. Pure Python, no torch.
 

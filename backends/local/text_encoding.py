@@ -1,4 +1,4 @@
-"""A1111-style prompt encoding for diffusers pipelines (a1111_api.md §6.3).
+"""A1111-style prompt encoding for diffusers pipelines (docs/reference/a1111_api.md §6.3).
 
 Prompts of any length, `(weights)`, `[down-weights]` and `BREAK`, turned into the `prompt_embeds` kwargs of a
 diffusers SD1/SD2/SDXL pipeline call:

@@ -233,9 +233,10 @@ def result_from_response(job: Job, finished: Finished, images: list[Image.Image]
 
 
 async def poll(gateway: Gateway, content: bytes) -> Finished:
-    """`processing` → poll the fetch route until `success` (returned) or the deadline (hosted_apis.md §D.4 items
-    6, 7): the first poll waits max(eta, poll_interval), later ones poll_interval; `fetch_result` is followed only
-    when it lies under the gateway's own base URL (our key goes nowhere else)."""
+    """`processing` → poll the fetch route until `success` (returned) or the deadline
+    (docs/reference/hosted_apis.md §D.4 items 6, 7): the first poll waits max(eta, poll_interval), later ones
+    poll_interval; `fetch_result` is followed only when it lies under the gateway's own base URL (our key goes
+    nowhere else)."""
     state = await Dialect.read_upstream(gateway, parse_response, 200, content)
     wait = max(state.eta if isinstance(state, Pending) else 0.0, gateway.poll_interval)
     polls = 0
