@@ -44,6 +44,14 @@ DEMO_ALIASES = {
     "sd3.5-large-turbo": "tiny-sdxl",
     "sd3.5-medium": "tiny-sdxl",
     "sd3.5-flash": "tiny-sdxl",
+    # the OpenAI Images model names (backends/dialects/openai/options.py MODEL_NAMES)
+    "dall-e-2": "tiny-sd1",
+    "dall-e-3": "tiny-sdxl",
+    "gpt-image-1": "tiny-sdxl",
+    "gpt-image-1-mini": "tiny-sd1",
+    "gpt-image-1.5": "tiny-sdxl",
+    "gpt-image-2": "tiny-sdxl",
+    "chatgpt-image-latest": "tiny-sdxl",
 }
 
 # Callbacks told of every ticket submitted from the current context (see LocalService.watch). A context variable,

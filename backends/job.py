@@ -1,6 +1,6 @@
 """The contract between the API dialects and the backends (docs/architecture.md).
 
-Every dialect (A1111, Stability v1/v2beta, ModelsLab) translates its request into a `Job` and a `Result`
+Every dialect (A1111, Stability v1/v2beta, ModelsLab, OpenAI Images) translates its request into a `Job` and a `Result`
 back into its response. The engine, the queue and the relay know only these types and the errors below.
 This module imports nothing of the project: everything else may import it.
 """
@@ -83,6 +83,7 @@ class Style(str, enum.Enum):
     STABILITY_V1 = "stability_v1"
     STABILITY_V2 = "stability_v2"
     MODELSLAB = "modelslab"
+    OPENAI = "openai"
 
     def __str__(self) -> str:
         return self.value
@@ -154,6 +155,8 @@ class Job:
     style: Style | None = None
     # the making dialect's own notes (e.g. the original request for a same-style relay); opaque to all other code
     extra: dict[str, Any] = field(default_factory=dict)
+    # who asked, for fairness (the key's owner, else the request's `user`)
+    owner: str | None = None
     # where it runs: None or "local" (the local queue, unless `model` names a gateway's model), or a gateway name.
     # Set from the request's Route when the dialect builds the job.
     backend: str | None = None

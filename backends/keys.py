@@ -1,9 +1,10 @@
-"""API keys for the hosted-API styles (Stability: bearer header; ModelsLab: `key` in the body).
+"""API keys for the hosted-API styles (Stability, OpenAI: bearer header; ModelsLab: `key` in the body).
 
-Keys come from the TOML config (`[keys] stability = ["..."]`, `modelslab = ["..."]`) or the environment
-(`SDGATE_STABILITY_KEYS`, `SDGATE_MODELSLAB_KEYS`, comma separated). With no key configured for a style, that
-style is open to loopback clients only: a server started with --listen must not hand a GPU to the LAN (or a
-share link) without anyone having chosen to. Keys are compared in constant time and never logged or echoed.
+Keys come from the TOML config (`[keys] stability = ["..."]`, `modelslab = ["..."]`, `openai = ["..."]`) or the
+environment (`SDGATE_STABILITY_KEYS`, `SDGATE_MODELSLAB_KEYS`, `SDGATE_OPENAI_KEYS`, comma separated). With no key
+configured for a style, that style is open to loopback clients only: a server started with --listen must not hand
+a GPU to the LAN (or a share link) without anyone having chosen to. Keys are compared in constant time and never
+logged or echoed.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import secrets
 from .job import Style
 
 # key section → its environment variable. Both Stability styles share one set of keys, as a Stability account does.
-STYLES = {"stability": "SDGATE_STABILITY_KEYS", "modelslab": "SDGATE_MODELSLAB_KEYS"}
-SECTION = {Style.STABILITY_V1: "stability", Style.STABILITY_V2: "stability", Style.MODELSLAB: "modelslab"}
+STYLES = {"stability": "SDGATE_STABILITY_KEYS", "modelslab": "SDGATE_MODELSLAB_KEYS", "openai": "SDGATE_OPENAI_KEYS"}
+SECTION = {Style.STABILITY_V1: "stability", Style.STABILITY_V2: "stability", Style.MODELSLAB: "modelslab",
+           Style.OPENAI: "openai"}
 
 
 def _section(style: Style | str) -> str:

@@ -1,4 +1,4 @@
-"""What the four `test_parity_<style>.py` modules share: a front server with a gateway that is a second live
+"""What the `test_parity_<style>.py` modules share: a front server with a gateway that is a second live
 server, a gradio client on the front, reading images from the tab and from the route, and counting calls."""
 
 from __future__ import annotations

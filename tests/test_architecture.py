@@ -15,7 +15,7 @@ from backends.service import Service
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "docs" / "architecture.md", ROOT / "docs" / "adding-a-style.md"]
-STYLE_DIRS = ["a1111", "stability_v1", "stability_v2", "modelslab"]
+STYLE_DIRS = ["a1111", "stability_v1", "stability_v2", "modelslab", "openai"]
 SOURCES = "\n".join(p.read_text(encoding="utf-8") for d in ("backends", "webui")
                     for p in (ROOT / d).rglob("*.py"))
 

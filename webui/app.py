@@ -8,13 +8,15 @@ from backends.service import Service
 
 from .routes.a1111 import create_router as a1111_router
 from .routes.modelslab import create_router as modelslab_router
+from .routes.openai import create_router as openai_router
 from .routes.stability_v1 import create_router as stability_v1_router
 from .routes.stability_v2 import create_router as stability_v2_router
 from .ui import mount_ui
 
 
 def create_app(service: Service) -> FastAPI:
-    app = FastAPI(title="sdgate", description="Text-to-image server speaking the A1111, Stability and ModelsLab APIs")
+    app = FastAPI(title="sdgate",
+                  description="Text-to-image server speaking the A1111, Stability, ModelsLab and OpenAI Images APIs")
     app.state.service = service
 
     @app.get("/health", tags=["server"])
@@ -32,4 +34,5 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(modelslab_router(service))
     app.include_router(stability_v1_router(service))
     app.include_router(stability_v2_router(service))
+    app.include_router(openai_router(service))
     return mount_ui(app, service)

@@ -16,6 +16,7 @@ from .tabs.a1111 import build_a1111_tab, fields_from_infotext
 from .tabs.common import TAB_IDS, ResultFiles
 from .tabs.history import SendTarget, build_history_tab, build_pnginfo_tab
 from .tabs.modelslab import build_modelslab_tab
+from .tabs.openai import build_openai_tab
 from .tabs.settings import build_settings_tab
 from .tabs.stability_v1 import build_stability_v1_tab
 from .tabs.stability_v2 import build_stability_v2_tab
@@ -95,6 +96,8 @@ def build_ui(service: Service) -> tuple[gr.Blocks, ResultFiles]:
                 stability_v2 = build_stability_v2_tab(blocks, service)
             with gr.Tab(TAB_IDS["modelslab"], id="modelslab", elem_id="tab_modelslab"):
                 modelslab = build_modelslab_tab(blocks, service)
+            with gr.Tab(TAB_IDS["openai_images"], id="openai_images", elem_id="tab_openai_images"):
+                openai_images = build_openai_tab(blocks, service)
             targets = {
                 "a1111_txt2img": SendTarget("a1111_txt2img", txt2img.fields,
                                             lambda path, text, request: fields_from_infotext(service, text, "txt2img")),
@@ -107,12 +110,15 @@ def build_ui(service: Service) -> tuple[gr.Blocks, ResultFiles]:
                     "stability_v2beta", lambda p: {"prompt": p["Prompt"], "negative_prompt": p["Negative prompt"]})),
                 "modelslab": SendTarget("modelslab", modelslab, stored_fields(
                     "modelslab", lambda p: {"prompt": p["Prompt"], "negative_prompt": p["Negative prompt"]})),
+                "openai_images": SendTarget("openai_images", openai_images, stored_fields(
+                    "openai_images", lambda p: {"prompt": p["Prompt"], "negative_prompt": p["Negative prompt"]})),
             }
             with gr.Tab(TAB_IDS["history"], id="history", elem_id="tab_history") as history_tab:
                 build_history_tab(service, targets, tabs, history_tab)
             with gr.Tab(TAB_IDS["pnginfo"], id="pnginfo", elem_id="tab_pnginfo"):
                 build_pnginfo_tab(service, targets, tabs)
-            stores = [f.store for f in (txt2img.fields, img2img.fields, stability_v1, stability_v2, modelslab)]
+            stores = [f.store for f in (txt2img.fields, img2img.fields, stability_v1, stability_v2, modelslab,
+                                        openai_images)]
             with gr.Tab(TAB_IDS["settings"], id="settings", elem_id="tab_settings"):
                 build_settings_tab(service, [txt2img.fields.components["model"], img2img.fields.components["model"]],
                                    stores)

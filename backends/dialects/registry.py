@@ -12,6 +12,7 @@ from ..service import Service
 from .a1111 import A1111Dialect
 from .base import Dialect
 from .modelslab import ModelslabDialect
+from .openai import OpenAIDialect
 from .stability_v1 import StabilityV1Dialect
 from .stability_v2 import StabilityV2Dialect
 
@@ -20,6 +21,7 @@ DIALECTS: Mapping[Style, type[Dialect]] = {
     Style.STABILITY_V1: StabilityV1Dialect,
     Style.STABILITY_V2: StabilityV2Dialect,
     Style.MODELSLAB: ModelslabDialect,
+    Style.OPENAI: OpenAIDialect,
 }
 
 _lock = threading.Lock()

@@ -31,7 +31,7 @@ from ..config import ConfigError
 
 log = logging.getLogger(__name__)
 
-STYLES = ("a1111", "stability_v1", "stability_v2", "modelslab")
+STYLES = ("a1111", "stability_v1", "stability_v2", "modelslab", "openai")
 # Other spellings of a style name seen in configs and in the UI's tab ids.
 STYLE_ALIASES = {"stability_v2beta": "stability_v2", "v2beta": "stability_v2", "v1": "stability_v1", "sdapi": "a1111"}
 AUTH_STYLES = ("bearer", "raw", "body_key", "both", "basic", "none")

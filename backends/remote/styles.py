@@ -11,7 +11,7 @@ from ..job import Style
 from .config import GatewayConfig
 
 # When a gateway speaks several styles and none is the caller's, the one that carries the most of a Job.
-PREFERENCE = (Style.A1111, Style.MODELSLAB, Style.STABILITY_V1, Style.STABILITY_V2)
+PREFERENCE = (Style.A1111, Style.MODELSLAB, Style.STABILITY_V1, Style.STABILITY_V2, Style.OPENAI)
 
 # Response headers that describe one hop, not the answer (and cookies, which belong to the gateway's site).
 HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",

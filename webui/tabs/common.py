@@ -49,6 +49,7 @@ TAB_IDS = {
     "stability_v1": "Stability v1",
     "stability_v2beta": "Stability v2beta",
     "modelslab": "ModelsLab",
+    "openai_images": "OpenAI Images",
     "history": "History",
     "pnginfo": "PNG Info",
     "settings": "Settings",
