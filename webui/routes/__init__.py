@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from backends.dialects.base import BACKEND_HEADER, Call, Dialect, Reply
 from backends.job import SdgateError
@@ -105,3 +108,43 @@ def styled_errors(dialect: Dialect, *, passthrough: tuple = ()) -> type[APIRoute
             return route
 
     return StyledErrorRoute
+
+
+class FormError(ValueError):
+    """A body that is not the multipart form a route needs. `reason` is the parser's own words (None when it
+    failed some other way: `kind` names how); each route words the error in its style's shape."""
+
+    def __init__(self, reason: str | None = None, kind: str = ""):
+        super().__init__(reason or kind)
+        self.reason = reason
+        self.kind = kind
+
+
+class NotMultipart(FormError):
+    """The Content-Type is not multipart/form-data."""
+
+
+async def multipart_items(headers: Mapping[str, str], body: bytes, *, max_part_size: int,
+                          max_files: int = 1000) -> list[tuple[str, str | bytes]]:
+    """An already-read multipart body → its (name, value) parts in order: str for fields, bytes for files.
+    Raises NotMultipart or FormError (a malformed body is the client's mistake, never a 500)."""
+    content_type, _ = parse_options_header(headers.get("content-type") or "")
+    if content_type != b"multipart/form-data":
+        raise NotMultipart()
+
+    async def stream():
+        yield body
+        yield b""
+
+    hdrs = headers if isinstance(headers, Headers) else Headers(headers=dict(headers))
+    try:
+        form = await MultiPartParser(hdrs, stream(), max_files=max_files, max_part_size=max_part_size).parse()
+    except MultiPartException as e:
+        raise FormError(e.message) from None
+    except Exception as e:  # noqa: BLE001 - whatever the parser trips on, the body was bad
+        raise FormError(None, type(e).__name__) from None
+    try:
+        return [(name, await value.read() if isinstance(value, UploadFile) else value)
+                for name, value in form.multi_items()]
+    finally:
+        await form.close()

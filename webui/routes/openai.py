@@ -14,9 +14,6 @@ from typing import Any, Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
-from python_multipart.multipart import parse_options_header
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from backends.dialects import openai as oa
@@ -25,7 +22,7 @@ from backends.dialects.base import Call
 from backends.job import Style
 from backends.service import Service
 
-from . import dispatch, make_call, styled_errors
+from . import FormError, NotMultipart, dispatch, make_call, multipart_items, styled_errors
 
 PREFIXES = ("/v1", "")
 
@@ -44,33 +41,22 @@ async def read_capped(request: Request, limit: int) -> bytes:
 
 
 async def read_form(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-    """A multipart (or urlencoded) body → {name: str, or bytes for a file; a list when a name repeats}."""
-    content_type, _ = parse_options_header(headers.get("content-type") or "")
-    if content_type != b"multipart/form-data":
-        raise oa.bad_request("This endpoint takes multipart/form-data (the image as a file part).", None, None)
-
-    async def stream():
-        yield body
-        yield b""
-
-    hdrs = headers if isinstance(headers, Headers) else Headers(headers=dict(headers))
+    """A multipart body → {name: str, or bytes for a file; a list when `image`/`image[]` repeats}."""
     try:
-        form = await MultiPartParser(hdrs, stream(), max_files=64, max_part_size=oa.MAX_BODY).parse()
-    except MultiPartException as e:
-        raise oa.bad_request(f"Malformed multipart body: {e.message}", None, None) from None
-    except Exception as e:  # a malformed body must not become a 500
-        raise oa.bad_request(f"Malformed multipart body ({type(e).__name__}).", None, None) from None
+        items = await multipart_items(headers, body, max_files=64, max_part_size=oa.MAX_BODY)
+    except NotMultipart:
+        raise oa.bad_request("This endpoint takes multipart/form-data (the image as a file part).", None, None) \
+            from None
+    except FormError as e:
+        raise oa.bad_request(f"Malformed multipart body: {e.reason}" if e.reason else
+                             f"Malformed multipart body ({e.kind}).", None, None) from None
     fields: dict[str, Any] = {}
-    try:
-        for name, value in form.multi_items():
-            value = await value.read() if isinstance(value, UploadFile) else value
-            if name in fields and name in ("image", "image[]"):
-                previous = fields[name]
-                fields[name] = [*(previous if isinstance(previous, list) else [previous]), value]
-            else:
-                fields[name] = value
-    finally:
-        await form.close()
+    for name, value in items:
+        if name in fields and name in ("image", "image[]"):
+            previous = fields[name]
+            fields[name] = [*(previous if isinstance(previous, list) else [previous]), value]
+        else:
+            fields[name] = value
     return fields
 
 

@@ -13,10 +13,7 @@ from typing import Any, Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
-from python_multipart.multipart import parse_options_header
 
 from backends.dialects import registry
 from backends.dialects import stability_v2 as v2
@@ -24,7 +21,7 @@ from backends.dialects.base import Call
 from backends.job import Style
 from backends.service import Service
 
-from . import dispatch, make_call, styled_errors
+from . import FormError, NotMultipart, dispatch, make_call, multipart_items, styled_errors
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +53,13 @@ async def read_capped(request: Request, limit: int) -> bytes:
 
 async def read_form(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """A multipart body → {name: str for fields, bytes for files (the last part of a name wins)}."""
-    content_type, _ = parse_options_header(headers.get("content-type") or "")
-    if content_type != b"multipart/form-data":
-        raise v2.bad_request("content-type: must be multipart/form-data")
-
-    async def stream():
-        yield body
-        yield b""
-
-    hdrs = headers if isinstance(headers, Headers) else Headers(headers=dict(headers))
     try:
-        form = await MultiPartParser(hdrs, stream(), max_part_size=v2.MAX_BODY).parse()
-    except MultiPartException as e:
-        raise v2.bad_request(f"body: {e.message}") from None
-    except Exception as e:  # a malformed body must not become a 500
-        raise v2.bad_request(f"body: malformed multipart/form-data ({type(e).__name__})") from None
-    fields: dict[str, Any] = {}
-    try:
-        for name, value in form.multi_items():
-            fields[name] = await value.read() if isinstance(value, UploadFile) else value
-    finally:
-        await form.close()
-    return fields
+        return dict(await multipart_items(headers, body, max_part_size=v2.MAX_BODY))
+    except NotMultipart:
+        raise v2.bad_request("content-type: must be multipart/form-data") from None
+    except FormError as e:
+        raise v2.bad_request(f"body: {e.reason}" if e.reason else
+                             f"body: malformed multipart/form-data ({e.kind})") from None
 
 
 def _openapi(endpoint: str) -> dict:

@@ -21,6 +21,7 @@ from .common import (
     Shown,
     action_buttons,
     backend_dropdown,
+    dialect_run,
     results_column,
     run_tab,
     sniff_ext,
@@ -189,8 +190,7 @@ def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -
     async def generate(session: dict, **values):
         def prepare():
             call = tab_call(service, Style.A1111, values.get("backend"))
-            req = dialect.parse(task, make_body(values), call)
-            return lambda: dialect.run(task, req, call)  # what POST /sdapi/v1/<task> does with this body
+            return dialect_run(dialect, task, make_body(values), call)  # what POST /sdapi/v1/<task> does
 
         async for frame in run_tab(service, session, prepare, present):
             yield frame

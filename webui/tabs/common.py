@@ -26,7 +26,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from backends import outputs
-from backends.dialects.base import Call
+from backends.dialects.base import Call, Dialect, Reply
 from backends.job import LOCAL, Route, Style
 from backends.service import Service
 from backends.images import decode_base64, encode_image, read_infotext
@@ -74,6 +74,13 @@ def tab_call(service: Service, style: Style, backend: str | None, **params: str)
         raise gr.Error(f"backend {backend!r} is not configured for this API style")
     route = LOCAL if backend in (None, "", "local") else Route(backend)
     return Call(route=route, params=params, ui=True)
+
+
+def dialect_run(dialect: Dialect, operation: str, body: Any, call: Call) -> Callable[[], Awaitable[Reply]]:
+    """A tab's request through its HTTP route's own entry points: `body` (what the route would get) parsed now,
+    so its errors show before anything is queued; the returned call runs it (`run_tab` starts it)."""
+    request = dialect.parse(operation, body, call)
+    return lambda: dialect.run(operation, request, call)
 
 
 # ------------------------------------------------------------------------------------------- run control

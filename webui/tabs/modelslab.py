@@ -20,6 +20,7 @@ from .common import (
     Shown,
     action_buttons,
     backend_dropdown,
+    dialect_run,
     read_infotexts,
     results_column,
     run_tab,
@@ -140,8 +141,8 @@ def build_modelslab_tab(blocks: gr.Blocks, service) -> Fields:
     async def generate(session: dict, **values):
         def prepare():
             call = tab_call(service, Style.MODELSLAB, values.get("backend"), family=FAMILY)
-            request = dialect.parse("text2img", request_body(values), call)  # ModelsLab's own checks and words
-            return lambda: dialect.run("text2img", request, call)  # what POST /api/v6/images/text2img does
+            # what POST /api/v6/images/text2img does with this body: ModelsLab's own checks and words
+            return dialect_run(dialect, "text2img", request_body(values), call)
 
         def present(reply: Reply) -> Shown:
             answer = reply.body  # a `success` body: a UI call waits for its images

@@ -21,6 +21,7 @@ from .common import (
     Shown,
     action_buttons,
     backend_dropdown,
+    dialect_run,
     field_bounds,
     read_infotexts,
     results_column,
@@ -121,8 +122,7 @@ def build_openai_tab(blocks: gr.Blocks, service: Service) -> Fields:
 
         def prepare():
             call = tab_call(service, Style.OPENAI, values.get("backend"))
-            req = dialect.parse(operation_name, form_fields(values), call)  # the route's models, messages, rules
-            return lambda: dialect.run(operation_name, req, call)
+            return dialect_run(dialect, operation_name, form_fields(values), call)  # the route's rules and words
 
         def present(reply) -> Shown:
             kept = {k: v for k, v in values.items() if k not in ("image", "mask")}

@@ -22,6 +22,7 @@ from .common import (
     Shown,
     action_buttons,
     backend_dropdown,
+    dialect_run,
     field_bounds,
     read_infotexts,
     results_column,
@@ -120,8 +121,7 @@ def build_stability_v2_tab(blocks: gr.Blocks, service: Service) -> Fields:
 
         def prepare():
             call = replace(tab_call(service, Style.STABILITY_V2, values.get("backend")), headers=JSON_ACCEPT)
-            req = dialect.parse(endpoint_name, form_fields(values), call)  # the route's models, messages, rules
-            return lambda: dialect.run(endpoint_name, req, call)
+            return dialect_run(dialect, endpoint_name, form_fields(values), call)  # the route's rules and words
 
         def present(reply) -> Shown:
             body = json.loads(reply.body)
