@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -84,3 +85,17 @@ def _next_number(folder: Path, prefix: str) -> int:
             if m:
                 highest = max(highest, int(m.group(1)))
     return highest + 1
+
+
+def fresh_file(folder: Path, name: str, pattern: re.Pattern[str], max_age_s: float) -> Path | None:
+    """The file `name` in `folder` behind a URL we served, or None when the name is not one of ours (`pattern`,
+    which also keeps it inside the folder), the file is missing or not written yet, or it is older than
+    `max_age_s` (the URL has expired)."""
+    if not pattern.fullmatch(name):
+        return None
+    path = Path(folder) / name
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return None
+    return path if age <= max_age_s else None

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import io
 import re
-import time
 from pathlib import Path
 
 from ...images import UnreadableImage, open_image
 from ...job import GenerationFailed
-from ...outputs import write_atomic
+from ...outputs import fresh_file, write_atomic
 from .options import GENERATIONS, OUTPUT_DIR, Settings
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,11 +54,4 @@ class GenerationFiles:
 
     def find(self, name: str) -> Path | None:
         """The file behind an output URL, or None when it is unknown, not written yet, or expired."""
-        if not _NAME.fullmatch(name):
-            return None
-        path = self.dir / name
-        try:
-            age = time.time() - path.stat().st_mtime
-        except OSError:
-            return None
-        return path if age <= self.settings.expiry_hours * 3600 else None
+        return fresh_file(self.dir, name, _NAME, self.settings.expiry_hours * 3600)

@@ -5,11 +5,10 @@ ModelsLab's `/generations/<name>` files are its own; these live one folder down 
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from pathlib import Path
 
-from ...outputs import write_atomic
+from ...outputs import fresh_file, write_atomic
 from .options import FILES, Settings
 
 OUTPUT_DIR = "openai"
@@ -38,12 +37,5 @@ class ImageFiles:
 
     def find(self, name: str) -> tuple[Path, str] | None:
         """(the file, its media type) behind a URL, or None when unknown or expired."""
-        m = _NAME.fullmatch(name)
-        if not m:
-            return None
-        path = self.dir / name
-        try:
-            age = time.time() - path.stat().st_mtime
-        except OSError:
-            return None
-        return (path, MEDIA[m.group(1)]) if age <= self.settings.url_expiry_s else None
+        path = fresh_file(self.dir, name, _NAME, self.settings.url_expiry_s)
+        return (path, MEDIA[path.suffix.lstrip(".")]) if path is not None else None
