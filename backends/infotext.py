@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import REPO_ROOT
 from .job import ModelInfo
-from .samplers import A1111_SAMPLERS, SCHEDULES
+from .sampler_table import A1111_SAMPLERS, SCHEDULES
 
 
 def _package_version() -> str:

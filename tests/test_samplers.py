@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from backends.job import InvalidRequest, UnknownSampler
-from backends import samplers as S
+from backends import sampler_table as T
 from backends.local.schedulers import make_scheduler, scheduler_class
 from backends.dialects.a1111.listings import a1111_samplers, a1111_schedulers
 from backends.samplers import (
@@ -75,7 +75,7 @@ def test_every_valid_name_resolves():
     for name in names:
         choice = resolve_sampler(name)
         assert choice.requested == name
-        assert choice.scheduler_class in S._CLASSES
+        assert choice.scheduler_class in T.SCHEDULER_CLASSES
         assert choice.scheduler_class not in ("KarrasVeScheduler", "ScoreSdeVeScheduler", "DDIMInverseScheduler")
 
 
@@ -342,9 +342,9 @@ def test_a1111_listings_have_the_api_shape():
 
 
 def test_tables_match_the_installed_diffusers():
-    for name, caps in S._CLASSES.items():
+    for name, caps in T.SCHEDULER_CLASSES.items():
         params = inspect.signature(scheduler_class(name).__init__).parameters
-        assert caps.sigma_flags == all(f in params for f in S._SIGMA_FLAGS), name
+        assert caps.sigma_flags == all(f in params for f in T.SIGMA_FLAGS), name
         if caps.spacing:
             assert "timestep_spacing" in params, name
         assert caps.seeded_by_config == ("noise_sampler_seed" in params), name

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from ..samplers import _CLASSES, SamplerChoice, _hashable
+from ..sampler_table import SCHEDULER_CLASSES
+from ..samplers import SamplerChoice, _hashable
 
 __all__ = ["make_scheduler", "scheduler_class"]
 
@@ -52,7 +53,7 @@ def make_scheduler(base_scheduler, choice: SamplerChoice, seed: int | Sequence[i
             while len(_PROTOTYPES) > _PROTOTYPES_MAX:
                 _PROTOTYPES.popitem(last=False)
     scheduler = copy.deepcopy(proto)
-    if _CLASSES[choice.scheduler_class].seeded_by_config and seed is not None:
+    if SCHEDULER_CLASSES[choice.scheduler_class].seeded_by_config and seed is not None:
         value = int(seed) if isinstance(seed, int) else [int(s) for s in seed]
         scheduler.register_to_config(noise_sampler_seed=value)
         scheduler.noise_sampler_seed = value

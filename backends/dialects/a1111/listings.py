@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ...samplers import A1111_SAMPLERS, SCHEDULES
+from ...sampler_table import A1111_SAMPLERS, SCHEDULES
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 

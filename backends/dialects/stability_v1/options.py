@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ...samplers import STABILITY_SAMPLERS
+from ...sampler_table import STABILITY_SAMPLERS
 from ...seeds import SeedRange
 
 MAX_SEED = 4294967295  # uint32: the accepted `seed` range is 0..MAX_SEED (0: random)

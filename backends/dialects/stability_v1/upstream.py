@@ -16,7 +16,8 @@ from PIL import Image
 
 from ...images import UnreadableImage, decode_base64, open_image
 from ...job import GenerationFailed, Job, ModelInfo, Result, SdgateError
-from ...samplers import STABILITY_SAMPLERS, resolve_sampler
+from ...sampler_table import STABILITY_SAMPLERS
+from ...samplers import resolve_sampler
 from ...upstream import STABILITY_HEADERS, ForwardSpec, UpstreamAnswer, UpstreamPlan, UpstreamRequest
 from .engines import DEFAULT_SD_ENGINE, DEFAULT_SDXL_ENGINE, SDXL_V1_SIZES, check_size
 from .options import CFG_RANGE, MAX_SAMPLES, MAX_SEED, STEPS_STRICT
