@@ -217,7 +217,7 @@ def create_service(config: Config) -> LocalService:
     relay = Relay.from_config(config)  # first: a bad [[gateways]] entry fails before any model work
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device)
-    aliases = {**(config.raw.get("models") or {}).get("aliases", {}), **dict(config.model_aliases)}
+    aliases = config.all_aliases()
     default = config.model
     if config.demo:
         from .local.tiny import write_tiny_models

@@ -64,6 +64,11 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     raw: dict[str, Any] = field(default_factory=dict)  # the whole TOML, for sections other modules own
 
+    def all_aliases(self) -> dict[str, str]:
+        """Every model alias: the TOML's `[models.aliases]` and those set directly (`model_aliases`), which win.
+        Targets may be local models or `gateway:<name>[/<model>]`."""
+        return {**((self.raw.get("models") or {}).get("aliases") or {}), **self.model_aliases}
+
     @classmethod
     def from_toml(cls, path: Path) -> "Config":
         try:

@@ -112,8 +112,7 @@ class Relay:
     def from_config(cls, config) -> "Relay | None":
         """The relay for a service Config (its `.raw` TOML), or None when no gateway is configured."""
         raw = dict(config.raw or {})
-        aliases = {**(raw.get("models") or {}).get("aliases", {}), **config.model_aliases}
-        raw["models"] = {**(raw.get("models") or {}), "aliases": aliases}
+        raw["models"] = {**(raw.get("models") or {}), "aliases": config.all_aliases()}
         relay_config = parse_relay_config(raw)
         return cls(relay_config) if relay_config.gateways else None
 
