@@ -72,10 +72,6 @@ def save_image(
     return save_bytes(data, outputs_dir, kind, seed, EXTENSIONS[pil_format], prefix=prefix)
 
 
-def next_number(folder: Path) -> int:
-    return _next_number(folder, "")
-
-
 def _next_number(folder: Path, prefix: str) -> int:
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)-")
     highest = -1

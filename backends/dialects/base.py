@@ -25,7 +25,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from ..job import LOCAL, GenerationFailed, Job, Result, Route, SdgateError, Style
+from ..job import LOCAL, GenerationFailed, Job, Result, Route, Style
 from ..service import Service
 from ..upstream import ForwardRequest, Forwarded, ForwardSpec, Gateway, UpstreamAnswer, UpstreamPlan
 
@@ -138,9 +138,3 @@ class Dialect:
                              request: ForwardRequest) -> Forwarded | None:
         """A forwarded answer that needs more work before the caller gets it (None: pass it back as it is)."""
         return None
-
-
-def error_message(exc: BaseException) -> str:
-    """The user-facing message of any failure (an SdgateError's own; otherwise a generic one: a bug's
-    details stay in the log)."""
-    return exc.message if isinstance(exc, SdgateError) else "internal server error"
