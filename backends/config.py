@@ -25,6 +25,30 @@ class Limits:
     max_steps: int = 150
     max_batch_size: int = 16
     max_images: int = 64
+    max_pixels: int = 64 * 1024 * 1024  # width × height × images of one job
+    max_prompt_length: int = 8000  # characters in a prompt or negative prompt
+    max_upload_bytes: int = 50 * 1024 * 1024  # one uploaded (or base64) image, encoded
+    max_image_pixels: int = 4096 * 4096  # one uploaded image, decoded (a PNG bomb stops here)
+    max_body_bytes: int = 256 * 1024 * 1024  # one HTTP request body
+
+
+@dataclass
+class Serving:
+    """How the one device is shared (`[queue]`): bounds, fairness, batching, rate limits, who may steer all jobs."""
+
+    max_pending_per_owner: int = 16  # one owner's waiting jobs beyond this get the style's busy answer
+    max_batch: int = 0  # images in one batched pipeline call; 0: chosen per device (backends/queue.py)
+    gather_ms: int = 0  # wait this long for batch-mates when the device frees up (0: batch what is waiting)
+    rate_limit: str | None = None  # per owner, in the `limits` library's syntax, e.g. "60/minute"
+    admins: list[str] = field(default_factory=list)  # owners (users, key owners) who may steer every job
+
+
+@dataclass
+class Security:
+    """`[security]`: what a server on the LAN or a public link lets through."""
+
+    cors_allow_origins: list[str] = field(default_factory=list)  # none: cross-origin browser calls are refused
+    shared_history: bool = False  # the UI's History shows everyone's images (else each user their own)
 
 
 class ConfigError(ValueError):
@@ -62,6 +86,8 @@ class Config:
     max_pending: int = 64
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     limits: Limits = field(default_factory=Limits)
+    serving: Serving = field(default_factory=Serving)
+    security: Security = field(default_factory=Security)
     raw: dict[str, Any] = field(default_factory=dict)  # the whole TOML, for sections other modules own
 
     def all_aliases(self) -> dict[str, str]:
@@ -92,6 +118,8 @@ class Config:
             cfg.model_cache_size = int(models.get("cache_size", cfg.model_cache_size))
             cfg.model_aliases = {str(k): str(v) for k, v in models.get("aliases", {}).items()}
             cfg.limits = Limits(**{k: int(v) for k, v in limits.items()})
+            cfg.serving = Serving(**data.get("queue", {}))
+            cfg.security = Security(**data.get("security", {}))
             cfg.api_auth = parse_credentials(server.get("api_auth"), "api_auth")
             cfg.auth = parse_credentials(server.get("auth"), "auth")
         except (TypeError, ValueError) as e:

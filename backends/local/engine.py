@@ -13,6 +13,7 @@ from PIL import Image
 
 from ..config import Limits
 from ..job import InvalidRequest, Job, Lora, Result
+from ..limits import check_job
 from .loras import LoraLibrary, apply_loras
 from .models import ModelManager
 from .previews import latent_preview
@@ -72,25 +73,7 @@ class LocalEngine:
         self.loras = LoraLibrary(models.models_dir)
 
     def validate(self, job: Job) -> None:
-        lim = self.limits
-        problems = []
-        for side, value, most in (("width", job.width, lim.max_width), ("height", job.height, lim.max_height)):
-            if not 64 <= value <= most or value % 8:
-                problems.append(f"{side} must be a multiple of 8 between 64 and {most} (got {value})")
-        if not 1 <= job.steps <= lim.max_steps:
-            problems.append(f"steps must be between 1 and {lim.max_steps} (got {job.steps})")
-        if not 1 <= job.batch_size <= lim.max_batch_size:
-            problems.append(f"batch_size must be between 1 and {lim.max_batch_size} (got {job.batch_size})")
-        if job.n_iter < 1 or job.image_count > lim.max_images:
-            problems.append(f"batch_size × n_iter must be between 1 and {lim.max_images} (got {job.image_count})")
-        if job.init_image is not None and not 0.0 <= job.denoising_strength <= 1.0:
-            problems.append(f"denoising_strength must be between 0 and 1 (got {job.denoising_strength})")
-        if job.mask is not None and job.init_image is None:
-            problems.append("a mask needs an init image")
-        if not 1 <= job.clip_skip <= 12:
-            problems.append(f"clip_skip must be between 1 and 12 (got {job.clip_skip})")
-        if problems:
-            raise InvalidRequest("; ".join(problems), details={"problems": problems})
+        check_job(job, self.limits)
 
     def generate(self, job: Job, control: Control | None = None) -> Result:
         control = control or _NoControl()

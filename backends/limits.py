@@ -1,0 +1,28 @@
+"""The limits one job may ask for (`[limits]`, backends/config.py `Limits`): every style's jobs are checked here
+before they queue, and each dialect renders the InvalidRequest in its own 4xx shape."""
+
+from __future__ import annotations
+
+from .config import Limits
+from .job import InvalidRequest, Job
+
+
+def check_job(job: Job, lim: Limits) -> None:
+    problems = []
+    for side, value, most in (("width", job.width, lim.max_width), ("height", job.height, lim.max_height)):
+        if not 64 <= value <= most or value % 8:
+            problems.append(f"{side} must be a multiple of 8 between 64 and {most} (got {value})")
+    if not 1 <= job.steps <= lim.max_steps:
+        problems.append(f"steps must be between 1 and {lim.max_steps} (got {job.steps})")
+    if not 1 <= job.batch_size <= lim.max_batch_size:
+        problems.append(f"batch_size must be between 1 and {lim.max_batch_size} (got {job.batch_size})")
+    if job.n_iter < 1 or job.image_count > lim.max_images:
+        problems.append(f"batch_size × n_iter must be between 1 and {lim.max_images} (got {job.image_count})")
+    if job.init_image is not None and not 0.0 <= job.denoising_strength <= 1.0:
+        problems.append(f"denoising_strength must be between 0 and 1 (got {job.denoising_strength})")
+    if job.mask is not None and job.init_image is None:
+        problems.append("a mask needs an init image")
+    if not 1 <= job.clip_skip <= 12:
+        problems.append(f"clip_skip must be between 1 and 12 (got {job.clip_skip})")
+    if problems:
+        raise InvalidRequest("; ".join(problems), details={"problems": problems})
