@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, metavar="FILE", help="TOML file: models, gateways, keys, limits")
     p.add_argument("--api-auth", metavar="USER:PASS[,USER:PASS]", help="HTTP Basic auth for the /sdapi routes")
     p.add_argument("--auth", metavar="USER:PASS[,USER:PASS]", help="login for the web UI")
+    p.add_argument("--cors-allow-origins", metavar="ORIGIN[,ORIGIN]",
+                   help="web pages (https://app.example) allowed to call the server from a browser (default: none)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--demo", action="store_true", help="serve the built-in tiny random-weight models")
     return p
@@ -72,6 +74,10 @@ def config_from_args(args: argparse.Namespace):
         cfg.api_auth = parse_credentials(args.api_auth, "--api-auth")
     if args.auth:
         cfg.auth = parse_credentials(args.auth, "--auth")
+    if args.cors_allow_origins:
+        from webui.security import parse_origins
+
+        cfg.security.cors_allow_origins = parse_origins(args.cors_allow_origins)
     cfg.demo = cfg.demo or args.demo
     return cfg
 

@@ -26,7 +26,7 @@ class Limits:
     max_batch_size: int = 16
     max_images: int = 64
     max_pixels: int = 64 * 1024 * 1024  # width × height × images of one job
-    max_prompt_length: int = 8000  # characters in a prompt or negative prompt
+    max_prompt_length: int = 32000  # characters in a prompt or negative prompt (OpenAI's gpt-image allows 32000)
     max_upload_bytes: int = 50 * 1024 * 1024  # one uploaded (or base64) image, encoded
     max_image_pixels: int = 4096 * 4096  # one uploaded image, decoded (a PNG bomb stops here)
     max_body_bytes: int = 256 * 1024 * 1024  # one HTTP request body

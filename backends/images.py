@@ -11,6 +11,7 @@ import re
 
 from PIL import ExifTags, Image, PngImagePlugin
 
+from .config import Limits
 from .job import InvalidRequest
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -34,12 +35,38 @@ class UnreadableImage(ValueError):
     """Bytes that Pillow cannot read as an image (or a decompression bomb); the message says why."""
 
 
-def open_image(data: bytes) -> Image.Image:
-    """Bytes → a loaded PIL image, or UnreadableImage. Each caller words the error in its own style."""
+class ImageTooLarge(InvalidRequest):
+    """An uploaded image past `[limits]` max_upload_bytes (its file) or max_image_pixels (its declared size);
+    every style renders it as its own 4xx."""
+
+    code = "image_too_large"
+
+
+def open_image(data: bytes, limits: Limits | None = None, field: str = "image") -> Image.Image:
+    """Bytes → a loaded PIL image, or UnreadableImage. Each caller words the error in its own style.
+
+    With `limits` (a client's upload): ImageTooLarge when the file passes max_upload_bytes or its declared size
+    passes max_image_pixels, checked from the header before any pixel is decoded (a decompression bomb is refused
+    unread), and when Pillow's own bomb guard trips."""
+    if limits is not None and len(data) > limits.max_upload_bytes:
+        raise ImageTooLarge(f"{field}: the image is {len(data)} bytes; the most is {limits.max_upload_bytes} bytes",
+                            details={"field": field, "bytes": len(data), "max_bytes": limits.max_upload_bytes})
     try:
         image = Image.open(io.BytesIO(data))
+        if limits is not None and image.width * image.height > limits.max_image_pixels:
+            raise ImageTooLarge(
+                f"{field}: the image is {image.width}x{image.height} ({image.width * image.height} pixels); "
+                f"the most is {limits.max_image_pixels} pixels",
+                details={"field": field, "width": image.width, "height": image.height,
+                         "max_pixels": limits.max_image_pixels})
         image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+    except Image.DecompressionBombError as e:
+        if limits is not None:
+            raise ImageTooLarge(f"{field}: the image is too large to decode ({e}); the most is "
+                                f"{limits.max_image_pixels} pixels",
+                                details={"field": field, "max_pixels": limits.max_image_pixels}) from None
+        raise UnreadableImage(str(e)) from None
+    except (OSError, ValueError) as e:  # UnidentifiedImageError is an OSError
         raise UnreadableImage(str(e)) from None
     return image
 
@@ -57,9 +84,9 @@ def decode_base64(data: str | bytes) -> bytes:
         raise ValueError("not base64") from None
 
 
-def decode_base64_image(data: str | None, field: str = "image") -> Image.Image:
+def decode_base64_image(data: str | None, field: str = "image", limits: Limits | None = None) -> Image.Image:
     """Base64 (any form `decode_base64` reads) → a loaded PIL image. Errors name the field, since a bad image is
-    the commonest client mistake."""
+    the commonest client mistake. `limits`: a client's upload, held to `[limits]` (`open_image`)."""
     if data is None or not str(data).strip():
         raise InvalidRequest(f"{field}: no image data", details={"field": field})
     text = str(data).strip()
@@ -72,7 +99,7 @@ def decode_base64_image(data: str | None, field: str = "image") -> Image.Image:
     except ValueError:
         raise InvalidRequest(f"{field}: invalid encoded image (not base64)", details={"field": field}) from None
     try:
-        return open_image(raw)
+        return open_image(raw, limits, field)
     except UnreadableImage as e:
         raise InvalidRequest(f"{field}: invalid encoded image ({e})", details={"field": field}) from None
 

@@ -35,6 +35,13 @@ class InvalidRequest(SdgateError):
     code = "invalid_request"
 
 
+class PayloadTooLarge(SdgateError):
+    """A request body past `[limits] max_body_bytes` (webui/body_limit.py)."""
+
+    status = 413
+    code = "payload_too_large"
+
+
 class UnknownSampler(InvalidRequest):
     code = "unknown_sampler"
 
@@ -63,8 +70,22 @@ class ModelUnavailable(SdgateError):
 
 
 class QueueFull(SdgateError):
+    """The queue (or the caller's share of it, or the caller's rate limit) is full: each style answers with its
+    busy shape and `retry_after` seconds."""
+
     status = 503
     code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 5, details: dict[str, Any] | None = None):
+        super().__init__(message, details={"retry_after": int(retry_after), **(details or {})})
+        self.retry_after = int(retry_after)
+
+
+class JobCancelled(SdgateError):
+    """The job was cancelled (DELETE /jobs/{id}) before it started."""
+
+    status = 409
+    code = "cancelled"
 
 
 class GenerationFailed(SdgateError):
@@ -206,6 +227,7 @@ class Result:
     finished_at: float = 0.0
     backend: str | None = None  # the gateway that answered; None: this server's engine
     dropped: list[str] = field(default_factory=list)  # Job fields the gateway's style could not carry
+    batched: int = 1  # images in the largest pipeline call this job shared (1: it ran alone)
 
 
 @dataclass

@@ -18,6 +18,13 @@ def check_job(job: Job, lim: Limits) -> None:
         problems.append(f"batch_size must be between 1 and {lim.max_batch_size} (got {job.batch_size})")
     if job.n_iter < 1 or job.image_count > lim.max_images:
         problems.append(f"batch_size × n_iter must be between 1 and {lim.max_images} (got {job.image_count})")
+    pixels = job.width * job.height * max(1, job.image_count)
+    if pixels > lim.max_pixels:
+        problems.append(f"width × height × images must be at most {lim.max_pixels} pixels "
+                        f"(got {job.width}×{job.height}×{job.image_count} = {pixels})")
+    for name, text in (("prompt", job.prompt), ("negative_prompt", job.negative_prompt)):
+        if len(text or "") > lim.max_prompt_length:
+            problems.append(f"{name} must be at most {lim.max_prompt_length} characters (got {len(text)})")
     if job.init_image is not None and not 0.0 <= job.denoising_strength <= 1.0:
         problems.append(f"denoising_strength must be between 0 and 1 (got {job.denoising_strength})")
     if job.mask is not None and job.init_image is None:

@@ -82,6 +82,18 @@ class Service(Protocol):
 
     async def run_async(self, job: Job) -> Result: ...
 
+    def ticket(self, job_id: str) -> Ticket | None:
+        """A job by id, waiting, running or recently finished (local or relayed)."""
+        ...
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Remove a waiting job; interrupt a running one (its images so far are kept)."""
+        ...
+
+    def drop(self, ticket: Ticket) -> None:
+        """The caller went away: a waiting job never runs; a running one stops unless it shares a batch."""
+        ...
+
     def watch(self, callback: Callable[[Ticket], None]) -> ContextManager[None]:
         """Tell `callback` of each ticket submitted from this context (a UI event learns its own jobs)."""
         ...

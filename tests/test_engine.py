@@ -144,7 +144,7 @@ def test_img2img_follows_the_init_image_and_strength(engine):
     assert png_bytes(engine.generate(job(init_image=init, denoising_strength=0.9, steps=10)).images[0]) != png_bytes(
         base.images[0]
     )
-    queue = JobQueue(engine.generate)
+    queue = JobQueue(engine)
     try:
         ticket = queue.submit(job(init_image=init, denoising_strength=0.3, steps=10))
         ticket.result(timeout=60)
@@ -180,7 +180,7 @@ def wait_until(predicate, timeout=60.0):
 
 
 def test_interrupt_returns_within_two_steps_with_a_partial_image(engine):
-    queue = JobQueue(engine.generate)
+    queue = JobQueue(engine)
     try:
         ticket = queue.submit(job(steps=50, width=256, height=256))
         wait_until(lambda: ticket.progress.step >= 5)
@@ -195,7 +195,7 @@ def test_interrupt_returns_within_two_steps_with_a_partial_image(engine):
 
 
 def test_skip_ends_the_running_batch_and_goes_on(engine):
-    queue = JobQueue(engine.generate)
+    queue = JobQueue(engine)
     try:
         ticket = queue.submit(job(steps=40, n_iter=2))
         wait_until(lambda: ticket.progress.step >= 3)
@@ -210,7 +210,7 @@ def test_skip_ends_the_running_batch_and_goes_on(engine):
 
 
 def test_progress_reports_steps_and_previews(engine):
-    queue = JobQueue(engine.generate)
+    queue = JobQueue(engine)
     try:
         ticket = queue.submit(job(steps=12, preview_every=4))
         ticket.result(timeout=60)

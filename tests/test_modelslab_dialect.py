@@ -197,7 +197,7 @@ def test_error_shape_and_status():
     assert d.error_response(d.InvalidKey("Invalid API key"))[0] == 401
     status, body = d.error_response(d.RateLimited("Rate limit exceeded.", retry_after=12))
     assert status == 429 and body["retry_after"] == 12
-    status, body = d.error_response(QueueFull("full"))
+    status, body = d.error_response(QueueFull("full", retry_after=30))
     assert status == 429 and body["retry_after"] == 30
     status, body = d.error_response(RuntimeError("secret path /x"))
     assert status == 500 and "secret" not in body["message"]

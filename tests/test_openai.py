@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import threading
 import time
 
 import httpx
@@ -185,20 +184,13 @@ def test_routes_answer_without_v1_too(server):
     assert len(reply.data) == 1
 
 
-def test_a_full_queue_is_a_rate_limit_error(tmp_path, monkeypatch):
+def test_a_full_queue_is_a_rate_limit_error(tmp_path):
     """The queue holds one job and a long one occupies the worker: the next request gets 429 with Retry-After."""
     srv = start_live_server(tmp_path, max_pending=1, raw={"openai": FAST})
-    release = threading.Event()
     try:
         queue = srv.service.queue
-        run = queue._run_job
-
-        def held(job, ticket):
-            release.wait(60)
-            return run(job, ticket)
-
-        monkeypatch.setattr(queue, "_run_job", held)
-        running = srv.service.submit(Job(prompt="long", width=64, height=64, steps=2, seed=1))
+        # a long job occupies the worker (released by interrupting it)
+        running = srv.service.submit(Job(prompt="long", width=512, height=512, steps=150, seed=1))
         deadline = time.time() + 30
         while queue.current is None:  # the worker has taken it: the queue's one place is free again
             assert time.time() < deadline
@@ -209,8 +201,7 @@ def test_a_full_queue_is_a_rate_limit_error(tmp_path, monkeypatch):
                 c.images.generate(prompt="x", size="64x64")
         assert caught.value.body["code"] == "rate_limit_exceeded"
         assert 0 < int(caught.value.response.headers["retry-after"]) <= 120
-        release.set()
+        running.interrupt()
         running.result(60), waiting.result(60)
     finally:
-        release.set()
         srv.stop()

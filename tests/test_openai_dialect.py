@@ -97,7 +97,7 @@ def test_generation_job_quality_style_seeds_and_owner():
     assert (job.width, job.height, job.batch_size, job.seed) == (256, 256, 3, 10)
     assert (job.steps, job.cfg_scale) == oa.QUALITY["hd"]
     assert job.prompt.startswith("breathtaking a cat") and "dogs" in job.negative_prompt
-    assert job.owner == "alice" and job.model == SD1.title
+    assert job.owner == "openai-user:alice" and job.model == SD1.title
     assert job.extra["openai"]["revised_prompt"] == job.prompt
     drawn = job_for("generations", b'{"prompt": "x", "n": 2}')
     assert 0 <= drawn.seed <= oa.MAX_SEED - 1

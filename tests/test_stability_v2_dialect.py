@@ -133,7 +133,7 @@ def test_rate_limiter(monkeypatch):
 @pytest.mark.parametrize("exc, status, name, text", [
     (d.payload_too_large(), 413, "payload_too_large", "10MiB"),
     (InvalidRequest("width must be a multiple of 8"), 400, "bad_request", "width"),
-    (QueueFull("the queue is full"), 503, "service_unavailable", "queue"),
+    (QueueFull("the queue is full"), 429, "rate_limit_exceeded", "queue"),
     (RuntimeError("secret internals"), 500, "internal_error", "unexpected server error"),
 ])
 def test_error_body(exc, status, name, text):

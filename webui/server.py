@@ -15,6 +15,8 @@ from typing import Any
 
 import uvicorn
 
+from .security import open_surfaces
+
 log = logging.getLogger("sdgate")
 
 
@@ -44,8 +46,8 @@ def _announce(server: uvicorn.Server, service) -> None:
     print(f"Running on local URL:  {local_url(cfg.host, cfg.port)}", flush=True)
     if cfg.host == "0.0.0.0":
         print(f"Listening on all interfaces, port {cfg.port} (reach it from the LAN by this machine's address)", flush=True)
-    for warning in service.keys.startup_warnings(cfg.host):
-        print(f"Warning: {warning}", flush=True)
+    for warning in open_surfaces(cfg, service.keys):  # one loud line per surface left open
+        print(f"WARNING: {warning}", flush=True)
     if service.demo:
         print("Demo mode: demo model: random weights, images are noise", flush=True)
     if cfg.share:

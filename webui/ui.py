@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from backends.infotext import parse_generation_parameters
 from backends.service import DEMO_NOTE, Service
 
+from .security import ui_auth
 from .tabs.a1111 import build_a1111_tab, fields_from_infotext
 from .tabs.common import TAB_IDS, ResultFiles
 from .tabs.history import SendTarget, build_history_tab, build_pnginfo_tab
@@ -134,7 +135,7 @@ def mount_ui(app: FastAPI, service: Service) -> FastAPI:
         app,
         blocks,
         path="/",
-        auth=service.config.auth or None,
+        auth=ui_auth(service.config.auth),  # constant time for user and password (webui/security.py)
         auth_message="sdgate: log in to use the web UI (the HTTP APIs have their own --api-auth)",
         allowed_paths=[str(service.config.outputs_dir), str(files.root)],
         css=CSS,

@@ -44,6 +44,7 @@ class Call:
     path: str = ""  # the URL path it came to ("" from the UI)
     base_url: str = ""  # "http://host:port/" where the caller reached us, for URLs in answers
     ui: bool = False  # from a UI tab: the UI's own login already let the person in
+    owner: str | None = None  # who is asking (backends/keys.py `request_owner`; a tab: its login or session)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -101,9 +102,10 @@ class Dialect:
     # ------------------------------------------------------------------------------------------- helpers
 
     def job_for_route(self, job: Job, call: Call) -> Job:
-        """Stamp a Job with who made it and where it runs."""
+        """Stamp a Job with who made it and where it runs. The dialect's own owner (a key in the body) wins."""
         job.style = self.style
         job.backend = call.route.gateway
+        job.owner = job.owner or call.owner
         return job
 
     def resolve_model(self, name: str | None, call: Call):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -18,7 +19,7 @@ from .loras import LoraLibrary, apply_loras
 from .models import ModelManager
 from .previews import latent_preview
 from .prompt_parser import strip_extra_networks
-from ..samplers import resolve_sampler
+from ..samplers import SamplerChoice, resolve_sampler
 from .schedulers import make_scheduler
 from .text_encoding import encode_prompts
 
@@ -75,79 +76,93 @@ class LocalEngine:
     def validate(self, job: Job) -> None:
         check_job(job, self.limits)
 
+    # ------------------------------------------------------------------------------------ one job, batch by batch
+
     def generate(self, job: Job, control: Control | None = None) -> Result:
+        """Run a whole job alone (the queue runs jobs batch by batch instead, sharing calls: `run_batch`)."""
         control = control or _NoControl()
+        run = self.start(job)
+        while not run.done:
+            self.run_batch([(run, control)])
+        return run.result()
+
+    def batch_key(self, job: Job) -> tuple | None:
+        """Jobs with equal keys can share one pipeline call (each image keeps its own seed and generator, so it
+        is what its job gets alone): text-to-image on the same model, LoRAs, size, steps, sampler and schedule,
+        CFG and eta. Every scheduler here is batch-invariant: the ancestral ones draw from the per-image
+        generators, and DPM++ SDE gets one Brownian tree per image seed (schedulers.py)."""
+        if job.init_image is not None:
+            return None
+        choice = resolve_sampler(job.sampler, job.schedule)
+        model = self.models.resolve(job.model)
+        _, networks = strip_extra_networks(job.prompt)
+        loras = tuple((lora.name, float(lora.weight)) for lora in job.loras + loras_from_tags(networks))
+        return (model.source, loras, job.width, job.height, job.steps, choice.key, float(job.cfg_scale),
+                job.eta, job.mask is None)
+
+    def start(self, job: Job) -> "Run":
+        """Check `job` and make its run: seeds drawn, prompt tags read. The model is loaded by the first batch."""
         t_start = time.perf_counter()
         self.validate(job)
         choice = resolve_sampler(job.sampler, job.schedule)
-        loaded = self.models.get(job.model)
-        pipe, image_kwargs = self._pipeline_for(job, loaded)
-        t_loaded = time.perf_counter()
-
-        seeds = resolve_seeds(job.seed, job.image_count)
-        # `<lora:name:weight>` tags in the prompt (A1111) add to the job's own LoRA list (ModelsLab, UI).
         prompt, networks = strip_extra_networks(job.prompt)
         negative, _ = strip_extra_networks(job.negative_prompt)
-        loras = job.loras + loras_from_tags(networks)
-        apply_loras(loaded.pipe, loras, self.loras)
+        return Run(job=job, choice=choice, seeds=resolve_seeds(job.seed, job.image_count), prompt=prompt,
+                   negative=negative, loras=job.loras + loras_from_tags(networks), t_start=t_start,
+                   info=self.models.resolve(job.model))
 
-        # every batch of a job has the same prompts: encode them once
-        embeds = encode_prompts(
-            pipe,
-            [prompt] * job.batch_size,
-            [negative] * job.batch_size,
-            clip_skip=job.clip_skip,
-            weighting=job.prompt_weighting,
+    def run_batch(self, members: list[tuple["Run", Control]]) -> None:
+        """The next batch of every run, in one pipeline call per group of runs whose prompts encode to the same
+        shape (the caller only puts runs with one `batch_key` together)."""
+        live = []
+        for run, control in members:
+            if control.interrupted:  # stopped between batches: nothing more to run
+                run.interrupted = True
+            else:
+                live.append((run, control))
+        if not live:
+            return
+        loaded = self.models.get(live[0][0].job.model)
+        apply_loras(loaded.pipe, live[0][0].loras, self.loras)
+        for run, _ in live:
+            run.prepare(loaded)
+        groups: dict[tuple, list] = {}
+        for run, control in live:
+            groups.setdefault(run.shape, []).append((run, control))
+        for group in groups.values():
+            self._call(loaded, group)
+
+    def _call(self, loaded, group: list[tuple["Run", Control]]) -> None:
+        lead = group[0][0]
+        job = lead.job
+        seeds = [s for run, _ in group for s in run.next_seeds()]
+        embeds = {k: torch.cat([run.embeds[k] for run, _ in group]) for k in lead.embeds}
+        t1 = time.perf_counter()
+        lead.pipe.scheduler = make_scheduler(loaded.base_scheduler, lead.choice, seed=seeds)
+        out = lead.pipe(
+            **embeds,
+            **lead.image_kwargs,
+            width=job.width,
+            height=job.height,
+            num_inference_steps=job.steps,
+            guidance_scale=job.cfg_scale,
+            eta=0.0 if job.eta is None else job.eta,
+            generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+            callback_on_step_end=self._step_callback(group, loaded.family),
+            output_type="pil",
         )
-        t_encoded = time.perf_counter()
-
-        images: list[Image.Image] = []
-        interrupted = skipped = False
-        timings = {"load": t_loaded - t_start, "encode": t_encoded - t_loaded, "denoise": 0.0}
-        for batch_no in range(job.n_iter):
-            if control.interrupted:
-                interrupted = True
-                break
-            control.skipped = False
-            batch_seeds = seeds[batch_no * job.batch_size : (batch_no + 1) * job.batch_size]
-            t1 = time.perf_counter()
-            pipe.scheduler = make_scheduler(loaded.base_scheduler, choice, seed=batch_seeds)
-            out = pipe(
-                **embeds,
-                **image_kwargs,
-                width=job.width,
-                height=job.height,
-                num_inference_steps=job.steps,
-                guidance_scale=job.cfg_scale,
-                eta=0.0 if job.eta is None else job.eta,
-                generator=[torch.Generator("cpu").manual_seed(s) for s in batch_seeds],
-                callback_on_step_end=self._step_callback(job, control, batch_no, loaded.family),
-                output_type="pil",
-            )
-            t2 = time.perf_counter()
-            timings["denoise"] += t2 - t1
-            images.extend(out.images)
-            if control.interrupted:
-                interrupted = True
-                break
-            skipped = skipped or control.skipped
-
-        timings["total"] = time.perf_counter() - t_start
-        return Result(
-            job=job,
-            images=images,
-            seeds=seeds[: len(images)],
-            model=loaded.info,
-            sampler=choice.name,
-            schedule=choice.schedule,
-            scheduler_class=choice.scheduler_class,
-            notes=list(choice.notes),
-            loras=loras,
-            interrupted=interrupted,
-            skipped=skipped,
-            timings=timings,
-            finished_at=time.time(),
-        )
+        seconds = time.perf_counter() - t1
+        at = 0
+        for run, control in group:
+            n = run.job.batch_size
+            run.images.extend(out.images[at : at + n])
+            at += n
+            run.timings["denoise"] += seconds
+            run.batch_no += 1
+            run.interrupted = run.interrupted or control.interrupted
+            run.skipped = run.skipped or control.skipped
+            control.skipped = False  # a skip ends one batch; the next starts afresh
+            run.batched = max(run.batched, len(seeds))
 
     @staticmethod
     def _pipeline_for(job: Job, loaded) -> tuple[object, dict]:
@@ -171,17 +186,97 @@ class LocalEngine:
         return variants[kind], kwargs
 
     @staticmethod
-    def _step_callback(job: Job, control: Control, batch_no: int, family: str):
+    def _step_callback(group: list[tuple["Run", Control]], family: str):
+        """Progress and previews for each job of the call. The call stops early only when every job in it asks
+        to (interrupt or skip): a job sharing a call with others must not change their images."""
+
         def on_step_end(pipe, i, _t, kwargs):
-            steps = pipe.num_timesteps or job.steps
+            steps = pipe.num_timesteps or group[0][0].job.steps
             step = i + 1
-            preview = None
-            if job.preview_every and step % job.preview_every == 0 and step < steps:
-                preview = latent_preview(kwargs["latents"], family)
-            control.report(step, steps, batch_no, preview)
-            if control.interrupted or control.skipped:
+            at = 0
+            for run, control in group:
+                n = run.job.batch_size
+                preview = None
+                if run.job.preview_every and step % run.job.preview_every == 0 and step < steps:
+                    preview = latent_preview(kwargs["latents"][at : at + n], family)
+                control.report(step, steps, run.batch_no, preview)
+                at += n
+            if all(control.interrupted or control.skipped for _, control in group):
                 # diffusers skips the remaining steps and decodes the latents as they stand.
                 pipe._interrupt = True
             return kwargs
 
         return on_step_end
+
+
+@dataclass
+class Run:
+    """One job on its way through the engine: started once, then run one batch at a time, alone or sharing a
+    pipeline call with other jobs' batches (backends/queue.py)."""
+
+    job: Job
+    choice: SamplerChoice
+    seeds: list[int]
+    prompt: str
+    negative: str
+    loras: list[Lora]
+    t_start: float
+    info: object  # the ModelInfo (a Result names it even when no batch ran)
+    batch_no: int = 0  # batches run so far
+    images: list[Image.Image] = field(default_factory=list)
+    interrupted: bool = False
+    skipped: bool = False
+    batched: int = 1  # the most images one of its calls made (the job's own and its batch-mates')
+    loaded: object = None
+    pipe: object = None
+    image_kwargs: dict = field(default_factory=dict)
+    embeds: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=lambda: {"load": 0.0, "encode": 0.0, "denoise": 0.0})
+
+    @property
+    def done(self) -> bool:
+        return self.interrupted or self.batch_no >= self.job.n_iter
+
+    @property
+    def shape(self) -> tuple:
+        return tuple((k, tuple(v.shape[1:])) for k, v in sorted(self.embeds.items()))
+
+    def next_seeds(self) -> list[int]:
+        n = self.job.batch_size
+        return self.seeds[self.batch_no * n : (self.batch_no + 1) * n]
+
+    def prepare(self, loaded) -> None:
+        """Pipeline and prompt encodings for `loaded` (again only if the model was swapped out meanwhile). Every
+        batch of a job has the same prompts: they are encoded once. The job's LoRAs are active (run_batch)."""
+        if self.loaded is loaded:
+            return
+        t0 = time.perf_counter()
+        self.loaded = loaded
+        self.pipe, self.image_kwargs = LocalEngine._pipeline_for(self.job, loaded)
+        t1 = time.perf_counter()
+        n = self.job.batch_size
+        self.embeds = encode_prompts(self.pipe, [self.prompt] * n, [self.negative] * n,
+                                     clip_skip=self.job.clip_skip, weighting=self.job.prompt_weighting)
+        self.timings["load"] += t1 - t0
+        self.timings["encode"] += time.perf_counter() - t1
+
+    def result(self) -> Result:
+        job = self.job
+        timings = {**self.timings, "total": time.perf_counter() - self.t_start}
+        notes = list(self.choice.notes)
+        return Result(
+            job=job,
+            images=list(self.images),
+            seeds=self.seeds[: len(self.images)],
+            model=self.loaded.info if self.loaded is not None else self.info,
+            sampler=self.choice.name,
+            schedule=self.choice.schedule,
+            scheduler_class=self.choice.scheduler_class,
+            notes=notes,
+            loras=self.loras,
+            interrupted=self.interrupted,
+            skipped=self.skipped,
+            timings=timings,
+            finished_at=time.time(),
+            batched=self.batched,
+        )

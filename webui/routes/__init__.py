@@ -10,6 +10,7 @@ into a response. Failures come back in the style's own error shape through `styl
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from typing import Any, Awaitable, Callable, Mapping
@@ -24,9 +25,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from backends.dialects.base import BACKEND_HEADER, Call, Dialect, Reply
 from backends.job import SdgateError
+from backends.keys import request_owner
 from backends.upstream import ForwardRequest
 
 log = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.25  # how often a waiting request checks that its caller is still there
 
 
 def client_host(request: Request) -> str | None:
@@ -37,10 +41,13 @@ def client_host(request: Request) -> str | None:
 def make_call(request: Request, dialect: Dialect, **params: str) -> Call:
     """The Call for an HTTP request: its Route is decided here, once, from `[routing]`."""
     service = request.app.state.service
+    headers = {k.lower(): v for k, v in request.headers.items()}
     return Call(
         route=service.route_for(dialect.style),
         client_host=client_host(request),
-        headers={k.lower(): v for k, v in request.headers.items()},
+        owner=request_owner(headers, client_host(request), request.query_params.get("key"),
+                            service.config.api_auth),
+        headers=headers,
         params={k: v for k, v in params.items() if v is not None},
         path=request.url.path,
         base_url=str(request.base_url),
@@ -71,14 +78,38 @@ async def forward(request: Request, dialect: Dialect, call: Call, body: bytes | 
 async def dispatch(request: Request, dialect: Dialect, run: Callable[[Call], Awaitable[Any] | Any], *,
                    body: bytes | None = None, call: Call | None = None) -> Response:
     """Forward when the Route says so, else `run(call)` here (its Jobs may still go to a gateway: translated).
-    `body`: the raw body when the handler has read it already."""
+    `body`: the raw body when the handler has read it already.
+
+    While `run` waits for its jobs, the connection is watched: a caller that goes away has its jobs dropped
+    (a waiting one never reaches the pipeline; a running one stops unless it shares a batch with others)."""
     call = call or make_call(request, dialect)
     if call.route.forward:
         return await forward(request, dialect, call, body)
-    reply = run(call)
-    if inspect.isawaitable(reply):
-        reply = await reply
-    return to_response(reply)
+    service = request.app.state.service
+    tickets: list = []
+
+    async def running() -> Any:
+        reply = run(call)
+        return await reply if inspect.isawaitable(reply) else reply
+
+    with service.watch(tickets.append):
+        task = asyncio.ensure_future(running())  # the task copies the context: it reports its own tickets
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if not task.done() and tickets and await request.is_disconnected():
+                log.info("%s %s: the caller went away; dropping its %d job(s)", request.method, request.url.path,
+                         len(tickets))
+                for ticket in tickets:
+                    service.drop(ticket)
+                task.cancel()
+                return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
+    except asyncio.CancelledError:  # the server itself cancelled the handler (shutdown): so do its jobs
+        for ticket in tickets:
+            service.drop(ticket)
+        task.cancel()
+        raise
+    return to_response(task.result())
 
 
 def styled_errors(dialect: Dialect, *, passthrough: tuple = ()) -> type[APIRoute]:

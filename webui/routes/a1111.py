@@ -94,16 +94,16 @@ def _routes(dialect: d.A1111Dialect, tag: str) -> APIRouter:
         return await dialect.png_info(req)
 
     @r.get("/progress", response_model=d.ProgressResponse)
-    async def progressapi(skip_current_image: bool = False):
-        return dialect.progress(skip_current_image)
+    async def progressapi(request: Request, skip_current_image: bool = False):
+        return dialect.progress(make_call(request, dialect), skip_current_image)
 
     @r.post("/interrupt")
-    async def interruptapi() -> dict:
-        return dialect.interrupt()
+    async def interruptapi(request: Request) -> dict:
+        return dialect.interrupt(make_call(request, dialect))
 
     @r.post("/skip")
-    async def skip() -> None:
-        return dialect.skip()
+    async def skip(request: Request) -> None:
+        return dialect.skip(make_call(request, dialect))
 
     @r.get("/options")
     async def get_config() -> dict[str, Any]:
@@ -208,4 +208,21 @@ def create_router(service) -> APIRouter:
     router.include_router(_routes(dialect, "A1111 API"), prefix=d.PREFIX, dependencies=checks)
     router.include_router(_routes(dialect, "A1111 API (gateway prefix)"), prefix=d.GATEWAY_PREFIX,
                           dependencies=checks)
+    router.include_router(_internal(dialect), prefix="/internal", dependencies=checks)
     return router
+
+
+def _internal(dialect: d.A1111Dialect) -> APIRouter:
+    """A1111's Gradio-side task routes, which pair with `force_task_id` (A1111 1.10)."""
+    r = APIRouter(route_class=route_class(dialect), tags=["A1111 API"])
+
+    @r.get("/pending-tasks", response_model=d.PendingTasksResponse)
+    async def pending_tasks(request: Request):
+        return dialect.pending_tasks(make_call(request, dialect))
+
+    @r.post("/progress", response_model=d.InternalProgressResponse)
+    async def internal_progress(request: Request, req: d.InternalProgressRequest):
+        return dialect.internal_progress(make_call(request, dialect), req.id_task, req.id_live_preview,
+                                         req.live_preview)
+
+    return r

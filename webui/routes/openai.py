@@ -40,10 +40,10 @@ async def read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_form(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+async def read_form(headers: Mapping[str, str], body: bytes, max_part_size: int = oa.MAX_BODY) -> dict[str, Any]:
     """A multipart body → {name: str, or bytes for a file; a list when `image`/`image[]` repeats}."""
     try:
-        items = await multipart_items(headers, body, max_files=64, max_part_size=oa.MAX_BODY)
+        items = await multipart_items(headers, body, max_files=64, max_part_size=max_part_size)
     except NotMultipart:
         raise oa.bad_request("This endpoint takes multipart/form-data (the image as a file part).", None, None) \
             from None
@@ -70,7 +70,8 @@ def _routes(dialect: oa.OpenAIDialect, tag: str) -> APIRouter:
             body = await read_capped(request, oa.MAX_BODY)
 
             async def run(call: Call):
-                fields = body if operation == "generations" else await read_form(request.headers, body)
+                fields = body if operation == "generations" else await read_form(
+                    request.headers, body, dialect.service.config.limits.max_upload_bytes)
                 return await dialect.run(operation, dialect.parse(operation, fields, call), call)
 
             return await dispatch(request, dialect, run, body=body, call=call)

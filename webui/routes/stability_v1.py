@@ -41,13 +41,14 @@ def _json_body_doc(model) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": json.loads(text)}}}}
 
 
-async def _form_items(request: Request) -> list[tuple[str, Any]]:
-    """A multipart body → its (name, value) items, file parts as bytes."""
+async def _form_items(request: Request, max_upload_bytes: int) -> list[tuple[str, Any]]:
+    """A multipart body → its (name, value) items, file parts as bytes. A text part may hold a base64 image, so
+    one may be as long as `[limits] max_upload_bytes` in base64."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise v1.bad_request("image-to-image takes a multipart/form-data body (init_image as a file part)")
     try:
-        form = await request.form()
+        form = await request.form(max_part_size=max_upload_bytes * 4 // 3 + 1024)
     except Exception as e:  # a broken multipart body is the client's mistake, not a 500
         raise v1.bad_request(f"cannot read the multipart body ({e})") from None
     items = []
@@ -74,7 +75,8 @@ def _routes(dialect: v1.StabilityV1Dialect, tag: str) -> APIRouter:
 
             async def here(call: Call):
                 await asyncio.to_thread(dialect.resolve_engine, engine_id, call)  # 404 before reading the upload
-                return await generate(operation, call, await _form_items(request))
+                items = await _form_items(request, dialect.service.config.limits.max_upload_bytes)
+                return await generate(operation, call, items)
 
             return await dispatch(request, dialect, here, call=call)
 

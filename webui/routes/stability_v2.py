@@ -51,10 +51,10 @@ async def read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_form(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+async def read_form(headers: Mapping[str, str], body: bytes, max_part_size: int = v2.MAX_BODY) -> dict[str, Any]:
     """A multipart body → {name: str for fields, bytes for files (the last part of a name wins)}."""
     try:
-        return dict(await multipart_items(headers, body, max_part_size=v2.MAX_BODY))
+        return dict(await multipart_items(headers, body, max_part_size=max_part_size))
     except NotMultipart:
         raise v2.bad_request("content-type: must be multipart/form-data") from None
     except FormError as e:
@@ -83,7 +83,7 @@ def _routes(dialect: v2.StabilityV2Dialect, tag: str) -> APIRouter:
             body = await read_capped(request, dialect.settings.max_body)
 
             async def run(call: Call):
-                fields = await read_form(request.headers, body)
+                fields = await read_form(request.headers, body, dialect.service.config.limits.max_upload_bytes)
                 return await dialect.run(endpoint, dialect.parse(endpoint, fields, call), call)
 
             return await dispatch(request, dialect, run, body=body, call=call)

@@ -189,7 +189,7 @@ def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -
 
     async def generate(session: dict, **values):
         def prepare():
-            call = tab_call(service, Style.A1111, values.get("backend"))
+            call = tab_call(service, Style.A1111, values.get("backend"), session)
             return dialect_run(dialect, task, make_body(values), call)  # what POST /sdapi/v1/<task> does
 
         async for frame in run_tab(service, session, prepare, present):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import html
+import inspect
 import io
 import itertools
 import json
@@ -27,7 +28,7 @@ from pydantic import ValidationError
 
 from backends import outputs
 from backends.dialects.base import Call, Dialect, Reply
-from backends.job import LOCAL, Route, Style
+from backends.job import LOCAL, QueueFull, Route, Style
 from backends.service import Service
 from backends.images import decode_base64, encode_image, read_infotext
 from backends.queue import Ticket
@@ -67,13 +68,25 @@ def gateway_rows(service: Service) -> list[list[str]]:
     return service.gateway_rows()
 
 
-def tab_call(service: Service, style: Style, backend: str | None, **params: str) -> Call:
+def ui_owner(request: gr.Request | None) -> str:
+    """Who is using the page: the UI login when `--auth` is on, else the browser's address (so a phone on the
+    LAN is its own owner for the fair queue and its own History)."""
+    if request is None:
+        return "ip:unknown"
+    if getattr(request, "username", None):
+        return "user:" + request.username
+    host = request.client.host if getattr(request, "client", None) else None
+    return "ip:" + (host or "unknown")
+
+
+def tab_call(service: Service, style: Style, backend: str | None, session: dict | None = None, **params: str) -> Call:
     """The Call a tab hands its dialect: the Backend choice is the Route (a gateway is always translated to: the
-    tab's fields are a Job's, not a caller's raw request). The person passed the UI's own login."""
+    tab's fields are a Job's, not a caller's raw request). The person passed the UI's own login; the owner is
+    the one `wire_generate` put in the session for this event."""
     if (backend or "local") not in backend_choices(service, style):
         raise gr.Error(f"backend {backend!r} is not configured for this API style")
     route = LOCAL if backend in (None, "", "local") else Route(backend)
-    return Call(route=route, params=params, ui=True)
+    return Call(route=route, params=params, ui=True, owner=(session or {}).get("owner"))
 
 
 def dialect_run(dialect: Dialect, operation: str, body: Any, call: Call) -> Callable[[], Awaitable[Reply]]:
@@ -162,8 +175,11 @@ def status_line(control: RunControl, queue) -> tuple[str, float | None]:
     p = ticket.progress
     passes = f" · pass {control.tickets.index(ticket) + 1}" if len(control.tickets) > 1 else ""
     if p.state == "queued":
+        queue.refresh()
         ahead = queue.position(ticket)
-        return f"Waiting in the queue: {ahead} job{'s' if ahead != 1 else ''} ahead{passes} · {elapsed:.1f} s", 0.0
+        eta = f" · ETA {ticket.eta:.0f} s" if ticket.eta is not None else ""
+        return (f"Waiting in the queue: {ahead} job{'s' if ahead != 1 else ''} ahead{passes} · {elapsed:.1f} s{eta}",
+                0.0)
     if p.state == "running" and p.steps:
         batch = f" · batch {p.batch_no + 1}/{p.batch_count}" if p.batch_count > 1 else ""
         fraction = p.fraction
@@ -336,7 +352,16 @@ def wire_generate(fn: Callable, state: gr.State, fields: "Fields", actions: Acti
                   api_name: str) -> None:
     """Generate with the fields as keyword inputs (gradio_client callers use the request's field names:
     `predict(prompt=..., api_name="/<tab>")`), not limited by gradio's concurrency: the job queue orders
-    the work and shows each caller its place. Interrupt, Skip and gallery picks as in `wire_results`."""
+    the work and shows each caller its place. Interrupt, Skip and gallery picks as in `wire_results`. Each event
+    first puts its person (`ui_owner`) in the session: `tab_call` makes it the jobs' owner, the saved images'."""
+    if "request" not in inspect.signature(fn).parameters:
+        generate = fn
+
+        async def fn(session: dict, request: gr.Request, **values):
+            session["owner"] = ui_owner(request)
+            async for frame in generate(session, **values):
+                yield frame
+
     actions.generate.click(keyword_signature(fn, fields.names), [state], results.outputs,
                            inputs_kwargs=fields.components, api_name=api_name, show_progress="hidden",
                            concurrency_limit=None)
@@ -361,6 +386,8 @@ def user_message(error: BaseException) -> str:
             parts.append(f"{where}: {msg}" if where else msg)
         return "; ".join(parts) or "invalid request"
     message = getattr(error, "message", None)
+    if isinstance(error, QueueFull):
+        return f"Busy: {message} (about {error.retry_after} s)"
     if isinstance(message, str) and message:
         return message
     detail = getattr(error, "detail", None)  # HTTPException-style errors from a dialect
@@ -390,7 +417,7 @@ class ResultFiles:
         self._counter = itertools.count()
 
     def write(self, data: bytes, seed: Any, ext: str = "png") -> str:
-        path = self.root / f"{next(self._counter):05d}-{seed}.{ext}"
+        path = self.root / f"{next(self._counter):05d}-{outputs.file_part(seed)}.{outputs.file_part(ext)}"
         path.write_bytes(data)
         return str(path)
 
@@ -398,16 +425,20 @@ class ResultFiles:
         return [self.write(decode_base64(b64), seed, ext) for b64, seed in zip(items, seeds)]
 
 
-def save_output(outputs_dir: Path, tab_id: str, data: bytes, seed: Any, fields: dict[str, Any]) -> Path:
+def save_output(outputs_dir: Path, tab_id: str, data: bytes, seed: Any, fields: dict[str, Any],
+                owner: str | None = None) -> Path:
     """Save an image a non-A1111 tab made (its dialect encoded it, infotext included) under
     outputs/<tab id>-images/<date>/NNNNN-<seed>.<ext>, adding the tab's fields as REQUEST_CHUNK to a PNG, so
-    History can restore every field."""
+    History can restore every field, and the owner's tag (`outputs.owner_tag`), so History shows it to its owner."""
     ext = sniff_ext(data)
     if ext == "png":
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             chunks = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
             chunks[REQUEST_CHUNK] = json.dumps({"tab": tab_id, "fields": fields}, default=str)
+            chunks.pop(outputs.OWNER_CHUNK, None)  # only ours, never one that came in the image
+            if owner:
+                chunks[outputs.OWNER_CHUNK] = outputs.owner_tag(outputs_dir, owner)
             data = encode_image(image, "png", chunks.pop("parameters", None), text_chunks=chunks)
     return outputs.save_bytes(data, outputs_dir, f"{tab_id}-images", seed, ext)
 

@@ -100,9 +100,12 @@ def keyword_signature(fn: Callable, names: list[str]) -> Callable:
     """Give `fn(session, **values)` a signature naming each field with a None default: gradio then lists
     every field as an optional, named API parameter (an image field has no initial value, and without a
     default it would be a required one)."""
-    first = inspect.Parameter("session", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    first = [inspect.Parameter("session", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    if "request" in inspect.signature(fn).parameters:  # gradio fills a `gr.Request`-annotated one itself
+        first.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                       annotation=fn.__annotations__.get("request")))
     fields = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in names]
-    fn.__signature__ = inspect.Signature([first, *fields])
+    fn.__signature__ = inspect.Signature([*first, *fields])
     return fn
 
 

@@ -3,6 +3,9 @@
 Sending restores the fields of the tab an image came from: A1111 images through their infotext (the A1111
 dialect's `fields_from_infotext`, as a request's `infotext` field is read), images from the other tabs through
 the request the UI stored beside the infotext (`REQUEST_CHUNK`), or their infotext when that is missing.
+
+Each person sees the images they made (`outputs.OWNER_CHUNK` against `ui_owner`: their login, else their
+address), unless `[security] shared_history = true`; images saved without an owner (older ones) only then.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from typing import Any, Callable
 import gradio as gr
 from PIL import Image
 
+from backends import outputs
 from backends.dialects import a1111 as d
 from backends.dialects import registry
 from backends.images import read_infotext
 from backends.job import Style
 
-from .common import REQUEST_CHUNK, TAB_IDS, ui_error
+from .common import REQUEST_CHUNK, TAB_IDS, ui_error, ui_owner
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 PAGE_SIZE = 36
@@ -60,6 +64,26 @@ def saved_images(outputs_dir: Path) -> list[Path]:
     return [path for _, _, path in found]
 
 
+def visible_images(files: list[Path], outputs_dir: Path, viewer: str, shared: bool) -> list[Path]:
+    """The saved images `viewer` (an owner, `ui_owner`) may see: all when History is shared, else their own."""
+    if shared:
+        return files
+    tag = outputs.owner_tag(outputs_dir, viewer)
+    return [path for path in files if outputs.stored_owner(path) == tag]
+
+
+def readable(path: str | Path, outputs_dir: Path) -> bool:
+    """A path a History or PNG Info event may open: under the outputs folder or Gradio's upload folder."""
+    from gradio.utils import get_cache_folder, get_upload_folder
+
+    try:
+        target = Path(os.path.abspath(path)).resolve()
+        roots = [Path(outputs_dir), Path(get_upload_folder()), Path(get_cache_folder())]
+        return target.is_file() and any(target.is_relative_to(root.resolve()) for root in roots)
+    except (OSError, ValueError):
+        return False
+
+
 def read_image_info(path: str | Path) -> tuple[str, dict]:
     """(infotext, the stored request or {}) of an image file."""
     with Image.open(path) as image:
@@ -93,13 +117,13 @@ def send_buttons(targets: dict[str, SendTarget], key: str) -> dict[str, gr.Butto
 
 
 def wire_send(buttons: dict[str, gr.Button], targets: dict[str, SendTarget], tabs: gr.Tabs, path_state,
-              text_box) -> None:
+              text_box, outputs_dir: Path) -> None:
     """Each button: the selected image's fields → the target tab's components, and switch to that tab."""
     for tab_id, button in buttons.items():
         target = targets[tab_id]
 
         def send(path, text, target=target):
-            if not path:
+            if not path or not readable(path, outputs_dir):
                 raise gr.Error("pick an image first")
             try:
                 _, request = read_image_info(path)
@@ -133,8 +157,9 @@ def build_history_tab(service, targets: dict[str, SendTarget], tabs: gr.Tabs, hi
                               buttons=["copy"], elem_id="history_info")
             buttons = send_buttons(targets, "history")
 
-    def load(page_no):
-        files = saved_images(outputs_dir)
+    def load(page_no, request: gr.Request):
+        files = visible_images(saved_images(outputs_dir), outputs_dir, ui_owner(request),
+                               service.config.security.shared_history)
         pages = max(1, -(-len(files) // PAGE_SIZE))
         page_no = min(max(1, int(page_no or 1)), pages)
         shown = [str(p) for p in files[(page_no - 1) * PAGE_SIZE : page_no * PAGE_SIZE]]
@@ -153,7 +178,7 @@ def build_history_tab(service, targets: dict[str, SendTarget], tabs: gr.Tabs, hi
     page.submit(load, [page], outs, api_visibility="private")
     history_tab.select(load, [page], outs, api_visibility="private")
     gallery.select(pick, [paths_state], [selected, image, info], api_visibility="private")
-    wire_send(buttons, targets, tabs, selected, info)
+    wire_send(buttons, targets, tabs, selected, info, outputs_dir)
 
 
 def build_pnginfo_tab(service, targets: dict[str, SendTarget], tabs: gr.Tabs) -> None:
@@ -183,4 +208,4 @@ def build_pnginfo_tab(service, targets: dict[str, SendTarget], tabs: gr.Tabs) ->
         return path, answer["info"], answer["parameters"], answer["items"]
 
     upload.change(read, [upload], [path_state, info, params, items], api_name="png_info")
-    wire_send(buttons, targets, tabs, path_state, info)
+    wire_send(buttons, targets, tabs, path_state, info, Path(service.config.outputs_dir))

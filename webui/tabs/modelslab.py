@@ -140,14 +140,15 @@ def build_modelslab_tab(blocks: gr.Blocks, service) -> Fields:
 
     async def generate(session: dict, **values):
         def prepare():
-            call = tab_call(service, Style.MODELSLAB, values.get("backend"), family=FAMILY)
+            call = tab_call(service, Style.MODELSLAB, values.get("backend"), session, family=FAMILY)
             # what POST /api/v6/images/text2img does with this body: ModelsLab's own checks and words
             return dialect_run(dialect, "text2img", request_body(values), call)
 
         def present(reply: Reply) -> Shown:
             answer = reply.body  # a `success` body: a UI call waits for its images
             meta = answer["meta"]
-            saved = [str(save_output(service.config.outputs_dir, TAB, decode_base64(b64), seed, values))
+            saved = [str(save_output(service.config.outputs_dir, TAB, decode_base64(b64), seed, values,
+                                     owner=session.get("owner")))
                      for b64, seed in zip(answer["output"], meta["seeds"])]
             notes = list(meta.get("notes") or [])
             if meta.get("not_applied"):

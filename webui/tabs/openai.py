@@ -121,7 +121,7 @@ def build_openai_tab(blocks: gr.Blocks, service: Service) -> Fields:
         operation_name = values.get("operation") or "generations"
 
         def prepare():
-            call = tab_call(service, Style.OPENAI, values.get("backend"))
+            call = tab_call(service, Style.OPENAI, values.get("backend"), session)
             return dialect_run(dialect, operation_name, form_fields(values), call)  # the route's rules and words
 
         def present(reply) -> Shown:
@@ -131,7 +131,8 @@ def build_openai_tab(blocks: gr.Blocks, service: Service) -> Fields:
                 data = decode_base64(item["b64_json"])
                 found = SEED_RE.search(read_infotext(open_image(data))[0] or "")
                 seeds.append(int(found.group(1)) if found else -1)
-                paths.append(str(save_output(service.config.outputs_dir, TAB, data, seeds[-1], kept)))
+                paths.append(str(save_output(service.config.outputs_dir, TAB, data, seeds[-1], kept,
+                                             owner=session.get("owner"))))
             return Shown(paths, read_infotexts(paths), 0, seeds, [f"size {reply.body['size']}"])
 
         async for frame in run_tab(service, session, prepare, present):

@@ -187,7 +187,7 @@ def build_stability_v1_tab(blocks: gr.Blocks, service) -> Fields:
     async def generate(session: dict, **values):
         def prepare():
             engine_id, body = build_request_body(values)
-            call = tab_call(service, Style.STABILITY_V1, values.get("backend"), engine_id=engine_id)
+            call = tab_call(service, Style.STABILITY_V1, values.get("backend"), session, engine_id=engine_id)
 
             async def run():  # what POST /v1/generation/{engine_id}/text-to-image does with this body
                 planned = await asyncio.to_thread(dialect.parse, v1.TEXT_TO_IMAGE, body, call)
@@ -199,7 +199,7 @@ def build_stability_v1_tab(blocks: gr.Blocks, service) -> Fields:
             artifacts = reply.body["artifacts"]
             seeds = [a["seed"] for a in artifacts]
             saved = [str(save_output(service.config.outputs_dir, TAB, decode_base64(a["base64"]), a["seed"],
-                                     values)) for a in artifacts]
+                                     values, owner=session.get("owner"))) for a in artifacts]
             reasons = sorted({a["finishReason"] for a in artifacts} - {"SUCCESS"})
             return Shown(saved, read_infotexts(saved), 0, seeds, [f"finishReason {r}" for r in reasons])
 

@@ -120,14 +120,14 @@ def build_stability_v2_tab(blocks: gr.Blocks, service: Service) -> Fields:
         endpoint_name = values.get("endpoint") or "core"
 
         def prepare():
-            call = replace(tab_call(service, Style.STABILITY_V2, values.get("backend")), headers=JSON_ACCEPT)
+            call = replace(tab_call(service, Style.STABILITY_V2, values.get("backend"), session), headers=JSON_ACCEPT)
             return dialect_run(dialect, endpoint_name, form_fields(values), call)  # the route's rules and words
 
         def present(reply) -> Shown:
             body = json.loads(reply.body)
             kept = {k: v for k, v in values.items() if k != "image"}
             path = str(save_output(service.config.outputs_dir, TAB, decode_base64(body["image"]), body["seed"],
-                                   kept))
+                                   kept, owner=session.get("owner")))
             notes = [] if body["finish_reason"] == "SUCCESS" else [f"finish_reason {body['finish_reason']}"]
             return Shown([path], read_infotexts([path]), 0, [body["seed"]], notes)
 

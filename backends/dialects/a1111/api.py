@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from ...config import REPO_ROOT
 from ...images import encode_base64
 from ...job import InvalidRequest, Job, ModelInfo, Result, SdgateError, Style
+from ...keys import is_admin
 from ...service import Service
 from ...styles import StyleStore
 from ...styles import styles_path as configured_styles_path
@@ -29,7 +30,7 @@ from ...upstream import UpstreamAnswer, UpstreamPlan
 from ..base import Call, Dialect, Reply
 from . import extras, listings, upstream
 from .auth import authorize
-from .errors import RequestInvalid, UnknownOption, error_body
+from .errors import HttpError, RequestInvalid, UnknownOption, error_body
 from .imaging import LATENT_UPSCALE_MODES, UPSCALERS
 from .models import (
     ExtrasBatchImagesRequest,
@@ -97,6 +98,8 @@ class A1111Dialect(Dialect):
                 body = json.loads(body)
             except json.JSONDecodeError as e:
                 raise RequestInvalid.from_json(e) from None
+            except (ValueError, RecursionError):  # not UTF-8/16/32, or nested too deep: FastAPI's 400
+                raise HttpError(400, "There was an error parsing the body") from None
             if body is None:  # `null`: no body, as FastAPI reads it
                 raise RequestInvalid.missing()
         try:
@@ -232,7 +235,7 @@ class A1111Dialect(Dialect):
     async def extra_single_image(self, req: ExtrasSingleImageRequest) -> dict[str, Any]:
         extras.check_upscalers(req)
         encoded, text = await asyncio.to_thread(extras.extras_one, req.image, "image", req, self.options.values(),
-                                                self.warn_once)
+                                                self.warn_once, self.service.config.limits)
         return {"html_info": extras.html_info(text), "image": encoded}
 
     async def extra_batch_images(self, req: ExtrasBatchImagesRequest) -> dict[str, Any]:
@@ -240,26 +243,30 @@ class A1111Dialect(Dialect):
         images, text = [], ""
         for i, item in enumerate(req.imageList):
             encoded, text = await asyncio.to_thread(extras.extras_one, item.data, f"imageList[{i}].data", req,
-                                                    self.options.values(), self.warn_once)
+                                                    self.options.values(), self.warn_once, self.service.config.limits)
             images.append(encoded)
         return {"html_info": extras.html_info(text), "images": images}
 
     async def png_info(self, req: PNGInfoRequest) -> dict[str, Any]:
-        return await asyncio.to_thread(extras.png_info, req.image)
+        return await asyncio.to_thread(extras.png_info, req.image, self.service.config.limits)
 
     # ------------------------------------------------------------------ progress and control
 
-    def progress(self, skip_current_image: bool = False) -> dict[str, Any]:
-        current = self.queue.current
-        pending = self.queue.pending()
-        ticket = current or (pending[0] if pending else None)
+    def own_tickets(self, call: Call) -> list:
+        """The caller's own jobs, running first (an admin's: everyone's). A1111 let anyone watch and stop any job;
+        here progress, previews, interrupt and skip reach only your own."""
+        return self.queue.tickets_of(call.owner, admin=is_admin(call.owner, self.service.config.serving.admins))
+
+    def progress(self, call: Call, skip_current_image: bool = False) -> dict[str, Any]:
+        tickets = self.own_tickets(call)
+        ticket = tickets[0] if tickets else None
         if ticket is None:
             return {"progress": 0, "eta_relative": 0, "state": ProgressState().model_dump(), "current_image": None,
                     "textinfo": None}
         p = ticket.progress
         job = ticket.job
         job_count = max(1, p.batch_count)
-        running = current is not None and p.state == "running"
+        running = p.state == "running"
         fraction = 0.0
         eta = 0.0
         if running:
@@ -283,13 +290,46 @@ class A1111Dialect(Dialect):
         return {"progress": fraction, "eta_relative": eta, "state": state.model_dump(), "current_image": image,
                 "textinfo": None}
 
-    def interrupt(self) -> dict:
-        self.queue.interrupt_current()
+    def interrupt(self, call: Call) -> dict:
+        for ticket in self.own_tickets(call):
+            if ticket.state == "running":
+                ticket.interrupt()
         return {}
 
-    def skip(self) -> None:
-        self.queue.skip_current()
+    def skip(self, call: Call) -> None:
+        for ticket in self.own_tickets(call):
+            if ticket.state == "running":
+                ticket.skip()
         return None
+
+    def pending_tasks(self, call: Call) -> dict[str, Any]:
+        """A1111 1.10's `GET /internal/pending-tasks`: the ids of the caller's waiting jobs (`force_task_id`)."""
+        waiting = [t.id for t in self.own_tickets(call) if t.state == "queued"]
+        return {"size": len(waiting), "tasks": waiting}
+
+    def internal_progress(self, call: Call, id_task: str | None, id_live_preview: int = -1,
+                          live_preview: bool = True) -> dict[str, Any]:
+        """A1111's `POST /internal/progress` for one task id (the caller's own; another's is unknown here)."""
+        ticket = self.queue.get(id_task or "")
+        admin = is_admin(call.owner, self.service.config.serving.admins)
+        if ticket is None or not (admin or ticket.owner == call.owner):
+            return {"active": False, "queued": False, "completed": False, "progress": None, "eta": None,
+                    "live_preview": None, "id_live_preview": -1, "textinfo": "Waiting..."}
+        self.queue.refresh()
+        p, state = ticket.progress, ticket.state
+        preview = None
+        if live_preview and state == "running" and p.preview is not None and p.preview_step != id_live_preview:
+            preview = "data:image/png;base64," + encode_base64(p.preview, "png")
+        return {
+            "active": state == "running",
+            "queued": state == "queued",
+            "completed": state in ("done", "failed", "cancelled"),
+            "progress": p.fraction if state == "running" else None,
+            "eta": ticket.eta if state in ("running", "queued") else None,
+            "live_preview": preview,
+            "id_live_preview": p.preview_step if preview else id_live_preview,
+            "textinfo": f"In queue, {p.position} ahead" if state == "queued" else None,
+        }
 
     # ------------------------------------------------------------------ lists
 

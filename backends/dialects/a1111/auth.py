@@ -6,10 +6,10 @@ a way around the first. With neither configured the routes are open, as A1111's 
 from __future__ import annotations
 
 import os
-import secrets
 
 from ...config import Config
 from ...images import decode_base64
+from ...keys import secret_equal
 from ..base import Call
 from .errors import Unauthorized
 
@@ -26,7 +26,7 @@ def gateway_keys(config: Config) -> list[str]:
 
 
 def _equal(a: str, b: str) -> bool:
-    return secrets.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+    return secret_equal(a, b)  # constant time, length included
 
 
 def _scheme(call: Call) -> tuple[str, str]:

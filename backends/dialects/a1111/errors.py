@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...job import InvalidRequest, SdgateError
+from ...job import InvalidRequest, QueueFull, SdgateError
 
 
 class ScriptNotFound(SdgateError):
@@ -90,7 +90,9 @@ def error_body(exc: BaseException) -> tuple[int, Any, dict[str, str]]:
     if isinstance(status_code, int) and not isinstance(exc, SdgateError):  # a web framework's HTTPException
         return status_code, _http_body(detail), dict(getattr(exc, "headers", None) or {})
     if isinstance(exc, SdgateError):
-        return exc.status, {"error": type(exc).__name__, "detail": exc.message, "body": "", "errors": str(exc)}, {}
+        # busy: 503 with Retry-After, so webuiapi scripts and proxies know when to come back
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else {}
+        return exc.status, {"error": type(exc).__name__, "detail": exc.message, "body": "", "errors": str(exc)}, headers
     return 500, {"error": type(exc).__name__, "detail": "", "body": "", "errors": str(exc)}, {}
 
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from PIL import Image
 
+from ...config import Limits
 from ...images import decode_base64_image, encode_base64, read_infotext
 from ...infotext import parse_generation_parameters, quote
 from ...job import InvalidRequest
@@ -67,9 +68,9 @@ def upscale(image: Image.Image, req: ExtrasBaseRequest,
 
 
 def extras_one(data: str, field: str, req: ExtrasBaseRequest, opts: dict[str, Any],
-               warn: Callable[[str, str], None]) -> tuple[str, str]:
+               warn: Callable[[str, str], None], limits: Limits | None = None) -> tuple[str, str]:
     """One image: (the upscaled file as base64, keeping the source's text chunks; the postprocessing text)."""
-    image = decode_base64_image(data, field)
+    image = decode_base64_image(data, field, limits)
     out, info = upscale(image, req, warn)
     text = ", ".join(f"{k}: {quote(v)}" for k, v in info.items())
     chunks = {k: v for k, v in (image.info or {}).items() if isinstance(k, str) and isinstance(v, str)}
@@ -85,9 +86,9 @@ def html_info(text: str) -> str:
     return "<p>" + "<br>\n".join(html.escape(line) for line in text.split("\n")) + "</p>"
 
 
-def png_info(image_b64: str | None) -> dict[str, Any]:
+def png_info(image_b64: str | None, limits: Limits | None = None) -> dict[str, Any]:
     if not image_b64 or not image_b64.strip():
         return {"info": "", "items": {}, "parameters": {}}
-    image = decode_base64_image(image_b64, "image")
+    image = decode_base64_image(image_b64, "image", limits)
     geninfo, items = read_infotext(image)
     return {"info": geninfo or "", "items": items, "parameters": parse_generation_parameters(geninfo or "")}

@@ -206,6 +206,28 @@ class ProgressState(BaseModel):
     sampling_steps: int = 0
 
 
+class PendingTasksResponse(BaseModel):
+    size: int
+    tasks: list[str]
+
+
+class InternalProgressRequest(BaseModel):
+    id_task: Optional[str] = None
+    id_live_preview: int = -1
+    live_preview: bool = True
+
+
+class InternalProgressResponse(BaseModel):
+    active: bool
+    queued: bool
+    completed: bool
+    progress: Optional[float] = None
+    eta: Optional[float] = None
+    live_preview: Optional[str] = None
+    id_live_preview: int = -1
+    textinfo: Optional[str] = None
+
+
 class ProgressResponse(BaseModel):
     progress: float
     eta_relative: float

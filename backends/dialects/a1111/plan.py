@@ -4,6 +4,7 @@ masks and inpainting (docs/reference/a1111_api.md §1, docs/reference/a1111_feat
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .api import A1111Dialect
 
 RANDOM_SEEDS = SeedRange(0, 4294967293)  # A1111 draws random seeds below 4294967294
+TASK_ID = re.compile(r"[\w().:-]{1,128}")  # `force_task_id`: A1111's own look like "task(0a1b2c3d4e5f6a7)"
 DEFAULT_SAMPLER = "DPM++ 2M"  # A1111 1.9+: samplers[0], used when both sampler_name and sampler_index are null
 HIRES_DEFAULT_DENOISING = 0.7  # A1111's UI default; the API's null would fail there
 
@@ -148,6 +150,11 @@ def base_job(api: A1111Dialect, req, opts: dict[str, Any], overrides: dict[str, 
         preview_every=max(0, preview_every),
         extra={"task": task},
     )
+    if req.force_task_id:  # the id /internal/progress and /jobs/{id} know it by (A1111 1.10)
+        if not TASK_ID.fullmatch(req.force_task_id):
+            raise InvalidRequest("force_task_id must be 1-128 letters, digits or ()._:- characters",
+                                 details={"field": "force_task_id"})
+        job.id = req.force_task_id
     return api.job_for_route(job, call), extra
 
 
@@ -234,7 +241,7 @@ def plan_hires(api: A1111Dialect, req: Txt2ImgRequest, plan: Plan, call: Call) -
 
 
 def _mask(api: A1111Dialect, req: Img2ImgRequest, job: Job, mode: int, extra: dict[str, Any]) -> Image.Image:
-    mask = read_mask(decode_base64_image(req.mask, "mask"), bool(req.inpainting_mask_invert))
+    mask = read_mask(decode_base64_image(req.mask, "mask", api.service.config.limits), bool(req.inpainting_mask_invert))
     mask = resize_image(mode, mask, job.width, job.height)
     blur_x = req.mask_blur if req.mask_blur is not None else (req.mask_blur_x or 0)
     blur_y = req.mask_blur if req.mask_blur is not None else (req.mask_blur_y or 0)
@@ -256,7 +263,8 @@ def plan_img2img(api: A1111Dialect, req: Img2ImgRequest, opts, overrides, call: 
     if not req.init_images:
         raise InitImageNotFound("Init image not found")
     job, extra = base_job(api, req, opts, overrides, "img2img", call)
-    inits = [decode_base64_image(data, f"init_images[{i}]") for i, data in enumerate(req.init_images)]
+    limits = api.service.config.limits
+    inits = [decode_base64_image(data, f"init_images[{i}]", limits) for i, data in enumerate(req.init_images)]
     mode = req.resize_mode or 0
     originals = [resize_image(mode, im.convert("RGB"), job.width, job.height) for im in inits]
     denoising = req.denoising_strength if req.denoising_strength is not None else 0.75

@@ -72,12 +72,12 @@ def respond(req, plan: Plan, result: Result, outputs_dir: Path) -> dict[str, Any
         kind = f"{plan.task}-images"
         for img, seed, text in zip(images, seeds, infotexts):
             text = text if opts["enable_pnginfo"] else None
-            outputs.save_image(img, outputs_dir, kind, seed, text, fmt, quality=quality)
+            outputs.save_image(img, outputs_dir, kind, seed, text, fmt, quality=quality, owner=job.owner)
         if n >= 2 and (opts["grid_save"] or opts["return_grid"]):
             grid = make_grid(images, int(opts["n_rows"]))
             if opts["grid_save"]:
                 outputs.save_image(grid, outputs_dir, f"{plan.task}-grids", seeds[0], infotexts[0],
-                                   str(opts["grid_format"]), quality=quality, prefix="grid-")
+                                   str(opts["grid_format"]), quality=quality, prefix="grid-", owner=job.owner)
             if opts["return_grid"]:
                 images, infotexts = [grid, *images], [infotexts[0], *infotexts]
                 seeds = [seeds[0], *seeds]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from ...images import encode_image
+from ...keys import owner_of_key
 from ...job import (
     GenerationFailed,
     InvalidRequest,
@@ -125,6 +126,8 @@ class ModelslabDialect(ModelslabUpstream):
         model_id = (req.model_id or "").strip() or None
         model, notes = await asyncio.to_thread(self._resolve_model, model_id, call)
         plan = build_plan(req, model=model, model_id=model_id, settings=self.settings, notes=notes)
+        if req.key:  # the key in the body names the owner (fair queue, /jobs/{id})
+            plan.job.owner = owner_of_key(req.key)
         self.job_for_route(plan.job, call)
         if call.route.local and model.kind != "gateway":  # a gateway has LoRAs of its own: it finds them or
             await asyncio.to_thread(self._check_loras, plan.job.loras)  # says which it lacks

@@ -26,8 +26,7 @@ class RateLimited(QueueFull):
     code = "rate_limited"
 
     def __init__(self, message: str, retry_after: int = 30):
-        super().__init__(message, details={"retry_after": int(retry_after)})
-        self.retry_after = int(retry_after)
+        super().__init__(message, retry_after=retry_after)
 
 
 def error_body(message: str, **extra: Any) -> dict[str, Any]:
@@ -40,7 +39,7 @@ def error_response(exc: BaseException, always_200: bool = False) -> tuple[int, d
     if isinstance(exc, SdgateError):
         extra = {}
         if isinstance(exc, QueueFull):
-            extra["retry_after"] = int(exc.details.get("retry_after", 30))
+            extra["retry_after"] = exc.retry_after
             status = 429
         else:
             status = exc.status

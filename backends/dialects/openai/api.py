@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -63,10 +62,9 @@ class OpenAIDialect(Dialect):
         return self._owner(call)
 
     def _owner(self, call: Call) -> str | None:
-        key = self._key(call)
-        if key and self.service.keys.configured(self.style):
-            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-        return None
+        """The caller's key (or login); else None, and the request's `user` names the owner."""
+        owner = call.owner or ""
+        return owner if owner.startswith(("key:", "user:")) else None
 
     def render_error(self, exc: BaseException, call: Call) -> Reply:
         return error_reply(exc)

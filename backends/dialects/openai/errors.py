@@ -77,7 +77,7 @@ def error_body(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]
         headers.update(exc.headers)
     elif isinstance(exc, QueueFull):
         status, message, kind, param, code = 429, exc.message, "requests", None, "rate_limit_exceeded"
-        headers["retry-after"] = str(RETRY_AFTER_BUSY)
+        headers["retry-after"] = str(max(1, min(120, exc.retry_after)))
     elif isinstance(exc, ModelNotFound):
         status, message, kind, param, code = 404, exc.message, INVALID, "model", "model_not_found"
     elif isinstance(exc, SdgateError):

@@ -86,9 +86,9 @@ def check_strict(operation: str, req: ImageRequest, model_name: str) -> None:
                           "response_format", "unknown_parameter")
 
 
-def decode_image(data: bytes, param: str = "image") -> Image.Image:
+def decode_image(data: bytes, param: str = "image", limits: Limits | None = None) -> Image.Image:
     try:
-        return open_image(data)
+        return open_image(data, limits, param)
     except UnreadableImage as e:
         raise bad_request(f"Invalid input image: could not read it as png, jpeg or webp ({e}).", param,
                           "invalid_image") from None
@@ -126,11 +126,11 @@ def to_job(operation: str, req: ImageRequest, model: ModelInfo, model_name: Opti
         check_strict(operation, req, model_name)
     init_image, mask, strength = None, None, EDIT_STRENGTH
     if operation in ("edits", "variations"):
-        source = decode_image(req.images[0])
+        source = decode_image(req.images[0], "image", limits)
         init_image = _flatten(source)
         if isinstance(req, EditRequest):
             if req.mask is not None:
-                mask_image = decode_image(req.mask, "mask")
+                mask_image = decode_image(req.mask, "mask", limits)
                 if mask_image.size != source.size:
                     raise bad_request(f"Invalid mask: its size {mask_image.size[0]}x{mask_image.size[1]} must match "
                                       f"the image's {source.size[0]}x{source.size[1]}.", "mask", "invalid_image")
@@ -165,7 +165,8 @@ def to_job(operation: str, req: ImageRequest, model: ModelInfo, model_name: Opti
         init_image=init_image,
         mask=mask,
         denoising_strength=float(strength),
-        owner=owner or req.owner,  # the key's owner, else the request's `user` (`safety_identifier`)
+        # the key's owner, else the request's `user` (`safety_identifier`): its own kind, so it names no login or key
+        owner=owner or (f"openai-user:{req.owner}" if req.owner else None),
         # the original request, for a same-style relay (upstream.py) and the answer (replies.py)
         extra={EXTRA: {"operation": operation, "fields": fields, "model": model_name, "size": size.text,
                        "asked_size": size.asked, "request_id": request_id, "revised_prompt": prompt}},

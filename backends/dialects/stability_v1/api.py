@@ -51,6 +51,7 @@ class StabilityV1Dialect(Dialect):
             lenient=bool((config.raw.get("stability_v1") or {}).get("lenient", False)),
             max_side=min(limits.max_width, limits.max_height),
             styles=StyleStore(styles_path or configured_styles_path(config.raw, "stability_v1")),
+            limits=limits,
         )
 
     @property

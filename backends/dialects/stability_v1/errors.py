@@ -12,12 +12,11 @@ from pydantic import ValidationError
 
 from ...job import QueueFull, SdgateError
 from ..base import Reply
-from .options import RETRY_AFTER_BUSY
 
 # HTTP status → v1's generic error `name`. 429 is our decision (v1's spec has none).
 STATUS_NAMES = {
     400: "bad_request", 401: "unauthorized", 403: "permission_denied", 404: "not_found",
-    429: "rate_limit_exceeded", 500: "server_error",
+    413: "payload_too_large", 429: "rate_limit_exceeded", 500: "server_error",
 }
 SERVER_ERROR_MESSAGE = "An unexpected server error occurred, please try again."
 
@@ -50,7 +49,7 @@ def render_error(exc: BaseException) -> Reply:
         status, name, message = exc.status, exc.code, exc.message
     elif isinstance(exc, QueueFull):
         status, name, message = 429, "rate_limit_exceeded", exc.message
-        headers["Retry-After"] = str(RETRY_AFTER_BUSY)
+        headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, SdgateError):
         status = exc.status
         name = STATUS_NAMES.get(status) or ("server_error" if status >= 500 else "bad_request")

@@ -22,7 +22,6 @@ DEFAULT_STEP_SCHEDULE_START = 0.65
 MAX_SAMPLES = 10
 CFG_RANGE = (0.0, 35.0)
 LOCAL_CREDITS = 1_000_000.0  # local generation costs nothing; clients that check for credits > 0 go ahead
-RETRY_AFTER_BUSY = 5  # seconds, on a full queue
 
 # v1's `sampler` enum: the keys of the sampler table's Stability rows (backends/samplers.py), in v1's order.
 SAMPLERS = Literal[tuple(STABILITY_SAMPLERS)]  # type: ignore[valid-type]

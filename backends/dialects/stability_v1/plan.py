@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from ...config import Limits
 from ...images import UnreadableImage, decode_base64, open_image
 from ...job import Job, ModelInfo
 from ...samplers import resolve_sampler
@@ -59,6 +60,7 @@ class Settings:
     lenient: bool
     max_side: int
     styles: StyleStore
+    limits: Limits | None = None  # `[limits]`: uploads past max_upload_bytes / max_image_pixels are refused
 
 
 @dataclass
@@ -135,7 +137,7 @@ def check_png_samples(png: bool, samples: int | None) -> None:
         )
 
 
-def read_image(value: Any, field_name: str) -> Image.Image:
+def read_image(value: Any, field_name: str, limits: Limits | None = None) -> Image.Image:
     """A multipart file part (bytes) or, tolerated, a base64 string → a loaded PIL image."""
     if value is None or (isinstance(value, (bytes, str)) and not value):
         raise bad_request(f"{field_name}: is required")
@@ -145,7 +147,7 @@ def read_image(value: Any, field_name: str) -> Image.Image:
         except ValueError:
             raise bad_request(f"{field_name}: expected an image file", "invalid_mime_type") from None
     try:
-        return open_image(value)
+        return open_image(value, limits, field_name)
     except UnreadableImage as e:
         raise bad_request(f"{field_name}: not a readable PNG, JPEG or WebP image ({e})",
                           "invalid_mime_type") from None
@@ -221,13 +223,14 @@ def plan_image_to_image(settings: Settings, engine_id: str, info: ModelInfo, ite
     req = parse_form(MaskingRequest if masking else ImageToImageRequest, fields)
     png = wants_png(accept)
     check_png_samples(png, req.samples)
-    init = read_image(files.get("init_image"), "init_image")
+    init = read_image(files.get("init_image"), "init_image", settings.limits)
     check_size(engine_id, init.width, init.height, max_side=settings.max_side, what="init_image")
     job = base_job(settings, info, req, init.width, init.height)
     job.init_image = init.convert("RGB")
     composite = None
     if masking:
-        mask_image = read_image(files["mask_image"], "mask_image") if files.get("mask_image") else None
+        mask_file = files.get("mask_image")
+        mask_image = read_image(mask_file, "mask_image", settings.limits) if mask_file else None
         job.mask = mask_from(req.mask_source, init, mask_image)
         job.denoising_strength = 1.0  # masked pixels are replaced completely
         composite = (job.init_image, job.mask)

@@ -90,7 +90,8 @@ class StabilityV2Dialect(Dialect):
 
     def to_job(self, endpoint: str, req: V2Request, call: Call, request_id: str) -> Job:
         model = self._model(endpoint, req, call)
-        return self.job_for_route(planning.to_job(endpoint, req, model, self.settings, self.styles, request_id), call)
+        job = planning.to_job(endpoint, req, model, self.settings, self.styles, request_id, self.service.config.limits)
+        return self.job_for_route(job, call)
 
     def _model(self, endpoint: str, req: V2Request, call: Call) -> ModelInfo:
         """The first of the endpoint's model names that resolves on the call's route (--demo maps them all)."""

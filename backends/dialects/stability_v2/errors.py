@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from ...job import SdgateError
+from ...job import QueueFull, SdgateError
 from ..base import Reply
 
 INTERNAL_MESSAGE = "An unexpected server error has occurred, please try again later."
@@ -20,7 +20,7 @@ NAME_BY_STATUS = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 413: "payload_too_large",
     422: "invalid_request", 429: "rate_limit_exceeded", 500: "internal_error", 503: "service_unavailable",
 }
-RETRY_AFTER_BUSY = "5"  # seconds, on a 503 (the queue is full)
+RETRY_AFTER_BUSY = "5"  # seconds, on a 503 (a model that cannot load now)
 
 
 class V2Error(SdgateError):
@@ -59,6 +59,8 @@ def error_body(exc: BaseException, request_id: str) -> tuple[int, dict[str, Any]
     500 with the documented generic text (the server log has the traceback)."""
     if isinstance(exc, V2Error):
         return exc.status, {"id": request_id, "name": exc.name, "errors": exc.errors}
+    if isinstance(exc, QueueFull):  # busy, as Stability's platform answers it: 429 rate_limit_exceeded
+        return 429, {"id": request_id, "name": "rate_limit_exceeded", "errors": [exc.message]}
     if isinstance(exc, SdgateError):
         status = int(exc.status)
         return status, {"id": request_id, "name": NAME_BY_STATUS.get(status, "internal_error"),
@@ -71,6 +73,8 @@ def error_reply(exc: BaseException, request_id: str | None = None) -> Reply:
     request_id = request_id or new_request_id()
     status, body = error_body(exc, request_id)
     headers = {"x-request-id": request_id}
-    if status == 503:
+    if isinstance(exc, QueueFull):
+        headers["retry-after"] = str(exc.retry_after)
+    elif status == 503:
         headers["retry-after"] = RETRY_AFTER_BUSY
     return Reply(json.dumps(body).encode(), status, "application/json", headers)

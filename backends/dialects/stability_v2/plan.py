@@ -7,6 +7,7 @@ import logging
 
 from PIL import Image
 
+from ...config import Limits
 from ...images import UnreadableImage, open_image
 from ...job import Job, ModelInfo
 from ...styles import StyleStore
@@ -27,10 +28,10 @@ def model_names(endpoint: str, req: V2Request) -> list[str]:
     return [req.canonical_model, "sd3"] if isinstance(req, SD3Request) else [endpoint]
 
 
-def decode_input_image(data: bytes, endpoint: str) -> Image.Image:
-    """The `image` file part → a loaded RGB image, with upstream's format and size rules."""
+def decode_input_image(data: bytes, endpoint: str, limits: Limits | None = None) -> Image.Image:
+    """The `image` file part → a loaded RGB image, with upstream's format and size rules (and `[limits]`)."""
     try:
-        image = open_image(data)
+        image = open_image(data, limits)
     except UnreadableImage as e:
         raise bad_request(f"image: could not be read as png, jpeg or webp ({e})") from None
     if image.format not in INPUT_FORMATS:
@@ -44,7 +45,7 @@ def decode_input_image(data: bytes, endpoint: str) -> Image.Image:
 
 
 def to_job(endpoint: str, req: V2Request, model: ModelInfo, settings: Settings, styles: StyleStore,
-           request_id: str) -> Job:
+           request_id: str, limits: Limits | None = None) -> Job:
     s = settings
     prompt, negative = req.prompt, req.negative_prompt
     if req.style_preset:
@@ -53,7 +54,7 @@ def to_job(endpoint: str, req: V2Request, model: ModelInfo, settings: Settings, 
         prompt, negative = styles.apply(prompt, negative, [req.style_preset])
     init_image, strength = None, DEFAULT_STRENGTH
     if req.init_image is not None:
-        init_image = decode_input_image(req.init_image, endpoint)
+        init_image = decode_input_image(req.init_image, endpoint, limits)
         strength = float(req.strength)
         # the output follows the input's shape (aspect_ratio is text-to-image only), at the endpoint's size
         aspect = nearest_aspect_ratio(*init_image.size)
