@@ -85,6 +85,8 @@ class Config:
     model_cache_size: int = 2
     max_pending: int = 64
     threads: int | None = None  # torch CPU threads; None leaves torch's default
+    cpu_engine: str = "torch"  # "torch" | "openvino": what runs the UNet and VAE on a CPU (backends/local/openvino.py)
+    compile: bool = False  # GPU: torch.compile the UNet (warm-up per size bucket on first use)
     limits: Limits = field(default_factory=Limits)
     serving: Serving = field(default_factory=Serving)
     security: Security = field(default_factory=Security)
@@ -108,7 +110,7 @@ class Config:
         models = data.get("models", {})
         limits = data.get("limits", {})
         try:
-            for key in ("host", "port", "share", "device", "dtype", "threads", "max_pending"):
+            for key in ("host", "port", "share", "device", "dtype", "threads", "max_pending", "cpu_engine", "compile"):
                 if key in server:
                     setattr(cfg, key, server[key])
             for key in ("models_dir", "outputs_dir"):
