@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-allow-origins", metavar="ORIGIN[,ORIGIN]",
                    help="web pages (https://app.example) allowed to call the server from a browser (default: none)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cpu-engine", choices=["torch", "openvino"], default=None,
+                   help="what runs the UNet and VAE on a CPU (default torch; openvino converts each model once)")
     p.add_argument("--demo", action="store_true", help="serve the built-in tiny random-weight models")
     return p
 
@@ -67,7 +69,7 @@ def config_from_args(args: argparse.Namespace):
     if args.listen:
         cfg.host = "0.0.0.0"
     cfg.share = cfg.share or args.share
-    for flag in ("model", "models_dir", "outputs_dir", "device", "dtype", "threads"):
+    for flag in ("model", "models_dir", "outputs_dir", "device", "dtype", "threads", "cpu_engine"):
         if getattr(args, flag) is not None:
             setattr(cfg, flag, getattr(args, flag))
     if args.api_auth:

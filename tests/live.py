@@ -34,7 +34,8 @@ def start_live_server(root: Path, *, models_dir: Path | None = None, outputs_dir
                       raw: dict | None = None, wrap: Callable[[Any], Any] | None = None, **config) -> LiveServer:
     """A --demo server with its models in `models_dir` (default root/models) and outputs in `outputs_dir`
     (default root/outputs); `raw` is the TOML settings, `config` any other Config field; `wrap` puts an ASGI
-    wrapper in front of the app."""
+    wrapper in front of the app. Precision is fp32 (exact, the same on every CPU) unless `dtype=` says otherwise."""
+    config.setdefault("dtype", "fp32")
     outputs = outputs_dir or root / "outputs"
     service = create_service(Config(demo=True, models_dir=models_dir or root / "models", outputs_dir=outputs,
                                     raw=raw or {}, **config))

@@ -50,6 +50,8 @@ def _announce(server: uvicorn.Server, service) -> None:
         print(f"WARNING: {warning}", flush=True)
     if service.demo:
         print("Demo mode: demo model: random weights, images are noise", flush=True)
+    if cfg.dtype == "auto" and getattr(service, "device", None) == "cpu" and str(service.dtype) == "torch.bfloat16":
+        print("Precision: bf16 (this CPU computes bf16 natively; --dtype fp32 for exact fp32)", flush=True)
     if cfg.share:
         url = open_share_link(cfg.host, cfg.port)
         if url:

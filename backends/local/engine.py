@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -68,10 +69,16 @@ def resolve_seeds(seed: int | None, count: int) -> list[int]:
 
 
 class LocalEngine:
-    def __init__(self, models: ModelManager, limits: Limits | None = None):
+    def __init__(self, models: ModelManager, limits: Limits | None = None, cpu_engine: str = "torch",
+                 threads: int | None = None):
         self.models = models
         self.limits = limits or Limits()
         self.loras = LoraLibrary(models.models_dir)
+        self.openvino = None  # the UNet and VAE on OpenVINO (`cpu_engine = "openvino"`, CPU only): openvino.py
+        if cpu_engine == "openvino" and models.device.type == "cpu":
+            from .openvino import CACHE_NAME, OpenVinoRunner
+
+            self.openvino = OpenVinoRunner(models.models_dir / CACHE_NAME, models.dtype, threads)
 
     def validate(self, job: Job) -> None:
         check_job(job, self.limits)
@@ -139,25 +146,29 @@ class LocalEngine:
         embeds = {k: torch.cat([run.embeds[k] for run, _ in group]) for k in lead.embeds}
         t1 = time.perf_counter()
         lead.pipe.scheduler = make_scheduler(loaded.base_scheduler, lead.choice, seed=seeds)
-        out = lead.pipe(
-            **embeds,
-            **lead.image_kwargs,
-            width=job.width,
-            height=job.height,
-            num_inference_steps=job.steps,
-            guidance_scale=job.cfg_scale,
-            eta=0.0 if job.eta is None else job.eta,
-            generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
-            callback_on_step_end=self._step_callback(group, loaded.family),
-            output_type="pil",
-        )
+        ov = self.openvino.attach(loaded, lead.pipe, lead.loras) if self.openvino is not None else None
+        with ov.applied(lead.pipe) if ov is not None else contextlib.nullcontext():
+            out = lead.pipe(
+                **embeds,
+                **lead.image_kwargs,
+                width=job.width,
+                height=job.height,
+                num_inference_steps=job.steps,
+                guidance_scale=job.cfg_scale,
+                eta=0.0 if job.eta is None else job.eta,
+                generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+                callback_on_step_end=self._step_callback(group, loaded.family),
+                output_type="pil",
+            )
         seconds = time.perf_counter() - t1
+        notes = ov.notes if ov is not None else []
         at = 0
         for run, control in group:
             n = run.job.batch_size
             run.images.extend(out.images[at : at + n])
             at += n
             run.timings["denoise"] += seconds
+            run.notes.extend(notes)
             run.batch_no += 1
             run.interrupted = run.interrupted or control.interrupted
             run.skipped = run.skipped or control.skipped
@@ -231,6 +242,7 @@ class Run:
     pipe: object = None
     image_kwargs: dict = field(default_factory=dict)
     embeds: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # which engine ran its calls (OpenVINO or torch, and why)
     timings: dict = field(default_factory=lambda: {"load": 0.0, "encode": 0.0, "denoise": 0.0})
 
     @property
@@ -263,7 +275,7 @@ class Run:
     def result(self) -> Result:
         job = self.job
         timings = {**self.timings, "total": time.perf_counter() - self.t_start}
-        notes = list(self.choice.notes)
+        notes = list(dict.fromkeys([*self.choice.notes, *self.notes]))
         return Result(
             job=job,
             images=list(self.images),

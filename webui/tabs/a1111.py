@@ -185,7 +185,7 @@ def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -
         first = int(info.get("index_of_first_image") or 0)
         names = ["grid"] * first + list(seeds)  # a grid comes first when batch > 1, as A1111 returns it
         paths = [files.write(data, name, sniff_ext(data)) for data, name in zip(raw, names)]
-        return Shown(paths, info.get("infotexts") or [], first, seeds)
+        return Shown(paths, info.get("infotexts") or [], first, seeds, list(info.get("notes") or []))
 
     async def generate(session: dict, **values):
         def prepare():

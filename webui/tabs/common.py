@@ -224,8 +224,12 @@ async def stream_run(service, control: RunControl, call: Callable[[], Awaitable[
                 last_preview, url = preview, preview_url(preview)  # encode each preview once
             yield Update(progress_html(text, fraction, preview=url))
     except (asyncio.CancelledError, GeneratorExit):
-        # The page went away or the event was cancelled: nobody will see these images, free the worker.
+        # The page went away or the event was cancelled: nobody will see these images. A waiting job never
+        # reaches the device; a running one stops (unless it shares a batch with others' jobs).
         control.interrupt()
+        for ticket in control.tickets:
+            if not ticket.done():
+                service.drop(ticket)
         raise
     response = task.result()
     yield Update("", done=True, response=response)

@@ -126,4 +126,6 @@ def respond(req, plan: Plan, result: Result, outputs_dir: Path) -> dict[str, Any
         "is_using_inpainting_conditioning": False,
         "version": VERSION,
     }
+    if result.notes:  # sdgate's own: what ran differently from the request (a sampler stand-in, the engine used)
+        info["notes"] = list(result.notes)
     return {"images": encoded, "parameters": echo(req), "info": json.dumps(info, default=lambda _: None)}
