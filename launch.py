@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--cpu-engine", choices=["torch", "openvino"], default=None,
                    help="what runs the UNet and VAE on a CPU (default torch; openvino converts each model once)")
+    p.add_argument("--compile", action="store_true",
+                   help="GPU: torch.compile the UNet (the first job of each size warms it up)")
+    p.add_argument("--offload", action="store_true",
+                   help="GPU: keep each model part on the GPU only while it runs (small-memory GPUs)")
     p.add_argument("--demo", action="store_true", help="serve the built-in tiny random-weight models")
     return p
 
@@ -69,6 +73,8 @@ def config_from_args(args: argparse.Namespace):
     if args.listen:
         cfg.host = "0.0.0.0"
     cfg.share = cfg.share or args.share
+    cfg.compile = cfg.compile or args.compile
+    cfg.offload = cfg.offload or args.offload
     for flag in ("model", "models_dir", "outputs_dir", "device", "dtype", "threads", "cpu_engine"):
         if getattr(args, flag) is not None:
             setattr(cfg, flag, getattr(args, flag))

@@ -327,6 +327,8 @@ def create_service(config: Config) -> LocalService:
         device=device,
         dtype=dtype,
         cache_size=config.model_cache_size,
+        cpu_offload=config.offload,
+        compile=config.compile,
     )
     engine = LocalEngine(models, config.limits, cpu_engine=engine_kind, threads=config.threads)
     serving = config.serving

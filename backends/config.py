@@ -87,6 +87,7 @@ class Config:
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     cpu_engine: str = "torch"  # "torch" | "openvino": what runs the UNet and VAE on a CPU (backends/local/openvino.py)
     compile: bool = False  # GPU: torch.compile the UNet (warm-up per size bucket on first use)
+    offload: bool = False  # GPU: keep each model part on the GPU only while it runs (small-memory GPUs)
     limits: Limits = field(default_factory=Limits)
     serving: Serving = field(default_factory=Serving)
     security: Security = field(default_factory=Security)
@@ -110,7 +111,8 @@ class Config:
         models = data.get("models", {})
         limits = data.get("limits", {})
         try:
-            for key in ("host", "port", "share", "device", "dtype", "threads", "max_pending", "cpu_engine", "compile"):
+            for key in ("host", "port", "share", "device", "dtype", "threads", "max_pending", "cpu_engine", "compile",
+                        "offload"):
                 if key in server:
                     setattr(cfg, key, server[key])
             for key in ("models_dir", "outputs_dir"):

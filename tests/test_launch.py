@@ -114,3 +114,12 @@ def test_sigterm_mid_generation_returns_the_partial_image_and_exits_cleanly(tmp_
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_gpu_flags_reach_the_config():
+    from launch import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(["--compile", "--offload", "--cpu-engine", "openvino"]))
+    assert cfg.compile and cfg.offload and cfg.cpu_engine == "openvino"
+    plain = config_from_args(build_parser().parse_args([]))
+    assert not plain.compile and not plain.offload and plain.cpu_engine == "torch"

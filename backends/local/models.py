@@ -137,6 +137,7 @@ class ModelManager:
         dtype: torch.dtype = torch.float32,
         cache_size: int = 2,
         cpu_offload: bool = False,
+        compile: bool = False,
     ):
         self.models_dir = Path(models_dir)
         self.checkpoints_dir = self.models_dir / "Stable-diffusion"
@@ -146,6 +147,7 @@ class ModelManager:
         self.dtype = dtype
         self.cache_size = max(1, cache_size)
         self.cpu_offload = cpu_offload
+        self.compile = compile
         self._models: list[ModelInfo] | None = None
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._hashes = _HashCache(self.models_dir / HASH_CACHE_NAME)
@@ -337,6 +339,10 @@ class ModelManager:
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(self.device)
+        if self.compile and self.device.type == "cuda":
+            # compiled lazily: the first job of each size bucket pays the warm-up (logged by torch), later ones run
+            # the compiled graph; on a CPU the OpenVINO path (cpu_engine) is the faster route
+            pipe.unet.compile()
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
