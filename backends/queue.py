@@ -203,9 +203,6 @@ class JobQueue:
         running = self._running
         return running[0] if running else None
 
-    def running(self) -> list[Ticket]:
-        return list(self._running)
-
     def pending(self) -> list[Ticket]:
         """Waiting tickets (those between two batches too) in the order they will next run."""
         with self._cond:
@@ -231,12 +228,6 @@ class JobQueue:
         with self._cond:
             return {"running": len(self._running), "waiting": sum(len(q) for q in self._waiting.values()),
                     "owners": sum(1 for q in self._waiting.values() if q)}
-
-    def waiting_by_owner(self) -> dict[str, int]:
-        with self._cond:
-            return {owner: len(q) for owner, q in self._waiting.items() if q}
-
-    # ------------------------------------------------------------------------------------------ steering
 
     def cancel(self, ticket: Ticket) -> bool:
         """Remove a job that has not started (True); interrupt one that has (its images so far are kept)."""
@@ -274,10 +265,6 @@ class JobQueue:
     def interrupt_current(self) -> None:
         for t in list(self._running):
             t.interrupt()
-
-    def skip_current(self) -> None:
-        for t in list(self._running):
-            t.skip()
 
     def stop_accepting(self) -> None:
         """The server is going down: refuse new jobs, answer the waiting ones with a clean "shutting down"

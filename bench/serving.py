@@ -188,32 +188,47 @@ def overhead(service, url: str, args, size: int) -> dict:
 # ------------------------------------------------------------------------------------------ the SD1.5-sized model
 
 
-def write_random_sd15(models_dir: Path, device: str, dtype: torch.dtype) -> None:
-    """A random-weight model of SD1.5's real architecture (the shipped `sd15` skeleton configs, as the single-file
-    loader uses them) as a diffusers folder models_dir/Stable-diffusion/sd15-random. Images are noise; the
-    compute is a real SD1.5's."""
+def write_random_model(models_dir: Path, name: str, skeleton: str, device: str, dtype: torch.dtype) -> None:
+    """A random-weight model of a real architecture (a shipped skeleton's configs, as the single-file loader uses
+    them: `sd15`, `sdxl`, ...) as a diffusers folder models_dir/Stable-diffusion/<name>. Images are noise; the
+    compute is the real model's. SDXL skeletons (a second text encoder) make an SDXL pipeline."""
     import diffusers
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    folder = models_dir / "Stable-diffusion" / SD15_NAME
+    folder = models_dir / "Stable-diffusion" / name
     if (folder / "model_index.json").is_file():
         return
-    config_dir = ModelManager(models_dir)._config_dir("sd15")  # skeleton + tokenizer files
+    config_dir = ModelManager(models_dir)._config_dir(skeleton)  # skeleton + tokenizer files
     scheduler_config = diffusers.DDIMScheduler.load_config(config_dir / "scheduler")
     scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
+    xl = (config_dir / "text_encoder_2").is_dir()
     with torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(0)
-        pipe = diffusers.StableDiffusionPipeline(
+        parts = dict(
             unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_dir / "unet")),
             vae=AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir / "vae")),
             text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir / "text_encoder")),
             tokenizer=CLIPTokenizer.from_pretrained(config_dir / "tokenizer"),
-            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            scheduler=scheduler,
         )
+        if xl:
+            pipe = diffusers.StableDiffusionXLPipeline(
+                **parts,
+                text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(config_dir / "text_encoder_2")),
+                tokenizer_2=CLIPTokenizer.from_pretrained(config_dir / "tokenizer_2"),
+            )
+        else:
+            pipe = diffusers.StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                                     requires_safety_checker=False)
     if dtype != torch.float32:
         pipe.to(dtype=dtype)
     pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def write_random_sd15(models_dir: Path, device: str, dtype: torch.dtype) -> None:
+    """SD1.5's architecture with random weights, as models_dir/Stable-diffusion/sd15-random."""
+    write_random_model(models_dir, SD15_NAME, "sd15", device, dtype)
 
 
 # ------------------------------------------------------------------------------------------ main

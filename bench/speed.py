@@ -52,7 +52,7 @@ from backends.assembly import native_bf16  # noqa: E402
 from backends.job import Job  # noqa: E402
 from backends.local.engine import LocalEngine  # noqa: E402
 from backends.local.models import ModelManager  # noqa: E402
-from serving import SD15_NAME, write_random_sd15  # noqa: E402
+from serving import SD15_NAME, write_random_model, write_random_sd15  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse, detailed, sharp focus"
 SEED = 1234
@@ -67,32 +67,8 @@ GIB = 1 << 30
 
 def write_random_sdxl(models_dir: Path, device: str, dtype: torch.dtype, skeleton: str = "sdxl",
                       name: str = SDXL_NAME) -> None:
-    """A random-weight model of SDXL base's architecture (the shipped `sdxl` skeleton), as write_random_sd15 does
-    for SD1.5: a diffusers folder models_dir/Stable-diffusion/sdxl-random. Images are noise; the compute is real."""
-    import diffusers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    folder = models_dir / "Stable-diffusion" / name
-    if (folder / "model_index.json").is_file():
-        return
-    config_dir = ModelManager(models_dir)._config_dir(skeleton)  # skeleton + tokenizer files
-    scheduler_config = diffusers.EulerDiscreteScheduler.load_config(config_dir / "scheduler")
-    scheduler = getattr(diffusers, scheduler_config["_class_name"]).from_config(scheduler_config)
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(0)
-        pipe = diffusers.StableDiffusionXLPipeline(
-            unet=UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config_dir / "unet")),
-            vae=AutoencoderKL.from_config(AutoencoderKL.load_config(config_dir / "vae")),
-            text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(config_dir / "text_encoder")),
-            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(config_dir / "text_encoder_2")),
-            tokenizer=CLIPTokenizer.from_pretrained(config_dir / "tokenizer"),
-            tokenizer_2=CLIPTokenizer.from_pretrained(config_dir / "tokenizer_2"),
-            scheduler=scheduler,
-        )
-    if dtype != torch.float32:
-        pipe.to(dtype=dtype)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    """SDXL base's architecture (the shipped `sdxl` skeleton) with random weights, as models_dir/Stable-diffusion/<name>."""
+    write_random_model(models_dir, name, skeleton, device, dtype)
 
 
 def weights_gib(pipe) -> float:
