@@ -330,7 +330,8 @@ def create_service(config: Config) -> LocalService:
         cpu_offload=config.offload,
         compile=config.compile,
     )
-    engine = LocalEngine(models, config.limits, cpu_engine=engine_kind, threads=config.threads)
+    engine = LocalEngine(models, config.limits, cpu_engine=engine_kind, threads=config.threads,
+                         features=config.features)
     serving = config.serving
     metrics = Metrics(device)  # per service: its own registry
     queue = JobQueue(engine, max_pending=config.max_pending, max_pending_per_owner=serving.max_pending_per_owner,

@@ -51,6 +51,27 @@ class Security:
     shared_history: bool = False  # the UI's History shows everyone's images (else each user their own)
 
 
+@dataclass
+class Features:
+    """`[features]`: the models and settings of the engine's optional capabilities (backends/local/features/).
+    A model path left empty is looked for under models_dir (`safety-checker/`, `translator/`)."""
+
+    safety_checker: str | None = None  # a folder with safety_checker/ + feature_extractor/ (diffusers' layout)
+    translator: str | None = None  # a folder with an AutoModelForSeq2SeqLM and its tokenizer (e.g. mBART-50 → en)
+    sag_scale: float = 0.75  # self-attention guidance scale (diffusers' default)
+    tome_ratio: float = 0.5  # tomesd: the share of tokens merged
+    safety_styles: list[str] = field(default_factory=lambda: ["stability_v1", "stability_v2"])  # always checked
+
+    def model_path(self, name: str, models_dir: Path) -> Path | None:
+        """The configured folder of `name` ("safety_checker" | "translator"), else its default under models_dir
+        when that exists; None: not installed."""
+        configured = getattr(self, name)
+        if configured:
+            return Path(configured)
+        default = Path(models_dir) / name.replace("_", "-")
+        return default if default.is_dir() else None
+
+
 class ConfigError(ValueError):
     """A bad flag or config value; launch.py prints it on one line and exits with code 2."""
 
@@ -91,6 +112,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     serving: Serving = field(default_factory=Serving)
     security: Security = field(default_factory=Security)
+    features: Features = field(default_factory=Features)
     raw: dict[str, Any] = field(default_factory=dict)  # the whole TOML, for sections other modules own
 
     def all_aliases(self) -> dict[str, str]:
@@ -124,6 +146,7 @@ class Config:
             cfg.limits = Limits(**{k: int(v) for k, v in limits.items()})
             cfg.serving = Serving(**data.get("queue", {}))
             cfg.security = Security(**data.get("security", {}))
+            cfg.features = Features(**data.get("features", {}))
             cfg.api_auth = parse_credentials(server.get("api_auth"), "api_auth")
             cfg.auth = parse_credentials(server.get("auth"), "auth")
         except (TypeError, ValueError) as e:

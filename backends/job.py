@@ -139,6 +139,20 @@ class Lora:
 
 
 @dataclass
+class Hires:
+    """A second pass at a larger size on the first pass's result (A1111's hires fix, ModelsLab's `upscale`).
+
+    Latent upscalers ("Latent", "Latent (nearest)", "Latent (bicubic antialiased)", ...) resize the latents before
+    the second pass; pixel ones ("Lanczos", "Nearest") resize the decoded image and encode it again."""
+
+    width: int
+    height: int
+    upscaler: str = "Latent"
+    steps: int = 0  # 0: as many as the first pass
+    denoising_strength: float = 0.7
+
+
+@dataclass
 class Job:
     """One text-to-image (or image-to-image) request, in no dialect's terms.
 
@@ -172,6 +186,16 @@ class Job:
     mask_crop_padding: int | None = None
     # send a preview of the running latents every N steps (0: never)
     preview_every: int = 0
+    # optional capabilities: each is one module of backends/local/features/ (docs/architecture.md "Features")
+    vae: str | None = None  # a VAE in models/VAE/, a diffusers folder or a hub id; None: the model's own
+    embeddings: list[str] = field(default_factory=list)  # embeddings asked for by name (names in the prompt load too)
+    panorama: bool = False  # MultiDiffusion: windowed denoising of a wide image
+    sag_scale: float | None = None  # self-attention guidance at this scale; None: off
+    tome_ratio: float | None = None  # token merging (tomesd) at this ratio during the job; None: off
+    hires: Hires | None = None  # a second pass at a larger size
+    safety_check: bool = False  # run the safety checker; flagged images come back blank (Result.nsfw)
+    translate: str | None = None  # the prompts' language (an mBART-50 code, or "auto"): translated to English first
+    enhance_prompt: bool = False  # add quality phrases to the prompt (backends/enhance.py)
     # the style whose dialect made the job: the relay sends it to a gateway in this style when it can
     style: Style | None = None
     # the making dialect's own notes (e.g. the original request for a same-style relay); opaque to all other code
@@ -228,6 +252,10 @@ class Result:
     backend: str | None = None  # the gateway that answered; None: this server's engine
     dropped: list[str] = field(default_factory=list)  # Job fields the gateway's style could not carry
     batched: int = 1  # images in the largest pipeline call this job shared (1: it ran alone)
+    nsfw: list[bool] | None = None  # the safety checker's verdict per image; None: no check ran
+    prompt: str | None = None  # the prompt that was encoded, when translation or enhancement changed the job's
+    negative_prompt: str | None = None
+    not_applied: dict[str, str] = field(default_factory=dict)  # what the job asked for that did not run, and why
 
 
 @dataclass

@@ -29,6 +29,20 @@ def check_job(job: Job, lim: Limits) -> None:
         problems.append(f"denoising_strength must be between 0 and 1 (got {job.denoising_strength})")
     if job.mask is not None and job.init_image is None:
         problems.append("a mask needs an init image")
+    if job.hires is not None:
+        hr = job.hires
+        if job.init_image is not None:
+            problems.append("a second (hires) pass is for text-to-image jobs only")
+        for side, value, most in (("hires width", hr.width, lim.max_width), ("hires height", hr.height, lim.max_height)):
+            if not 64 <= value <= most or value % 8:
+                problems.append(f"{side} must be a multiple of 8 between 64 and {most} (got {value})")
+        if hr.width * hr.height * max(1, job.image_count) > lim.max_pixels:
+            problems.append(f"the hires size {hr.width}×{hr.height}×{job.image_count} images is past "
+                            f"{lim.max_pixels} pixels")
+        if not 0.0 <= hr.denoising_strength <= 1.0:
+            problems.append(f"hires denoising_strength must be between 0 and 1 (got {hr.denoising_strength})")
+        if not 0 <= hr.steps <= lim.max_steps:
+            problems.append(f"hires steps must be between 0 and {lim.max_steps} (got {hr.steps})")
     if not 1 <= job.clip_skip <= 12:
         problems.append(f"clip_skip must be between 1 and 12 (got {job.clip_skip})")
     if problems:

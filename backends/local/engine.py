@@ -13,8 +13,10 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from PIL import Image
 
-from ..config import Limits
+from ..config import Features, Limits
 from ..job import InvalidRequest, Job, Lora, Result
+from .features import Feature, Setup, make_features
+from .hires import LATENT_MODES, PIXEL_MODES, decode, hires_pass
 from ..limits import check_job
 from .loras import LoraLibrary, apply_loras
 from .models import ModelManager
@@ -70,10 +72,12 @@ def resolve_seeds(seed: int | None, count: int) -> list[int]:
 
 class LocalEngine:
     def __init__(self, models: ModelManager, limits: Limits | None = None, cpu_engine: str = "torch",
-                 threads: int | None = None):
+                 threads: int | None = None, features: Features | None = None):
         self.models = models
         self.limits = limits or Limits()
         self.loras = LoraLibrary(models.models_dir)
+        self.features: list[Feature] = make_features(
+            Setup(models.models_dir, features or Features(), models.device, models.dtype))
         self.openvino = None  # the UNet and VAE on OpenVINO (`cpu_engine = "openvino"`, CPU only): openvino.py
         if cpu_engine == "openvino" and models.device.type == "cpu":
             from .openvino import CACHE_NAME, OpenVinoRunner
@@ -82,6 +86,14 @@ class LocalEngine:
 
     def validate(self, job: Job) -> None:
         check_job(job, self.limits)
+        if job.hires is not None and job.hires.upscaler not in {**LATENT_MODES, **PIXEL_MODES}:
+            raise InvalidRequest(f"unknown hires upscaler {job.hires.upscaler!r}; valid: "
+                                 f"{', '.join([*LATENT_MODES, *PIXEL_MODES])}")
+        for feature in self.wanted(job):
+            feature.check(job)
+
+    def wanted(self, job: Job) -> list[Feature]:
+        return [f for f in self.features if f.wanted(job)]
 
     # ------------------------------------------------------------------------------------ one job, batch by batch
 
@@ -104,8 +116,9 @@ class LocalEngine:
         model = self.models.resolve(job.model)
         _, networks = strip_extra_networks(job.prompt)
         loras = tuple((lora.name, float(lora.weight)) for lora in job.loras + loras_from_tags(networks))
+        features = tuple((f.name, f.key(job)) for f in self.wanted(job))
         return (model.source, loras, job.width, job.height, job.steps, choice.key, float(job.cfg_scale),
-                job.eta, job.mask is None)
+                job.eta, job.mask is None, job.hires, features)
 
     def start(self, job: Job) -> "Run":
         """Check `job` and make its run: seeds drawn, prompt tags read. The model is loaded by the first batch."""
@@ -114,9 +127,13 @@ class LocalEngine:
         choice = resolve_sampler(job.sampler, job.schedule)
         prompt, networks = strip_extra_networks(job.prompt)
         negative, _ = strip_extra_networks(job.negative_prompt)
-        return Run(job=job, choice=choice, seeds=resolve_seeds(job.seed, job.image_count), prompt=prompt,
-                   negative=negative, loras=job.loras + loras_from_tags(networks), t_start=t_start,
-                   info=self.models.resolve(job.model))
+        run = Run(job=job, choice=choice, seeds=resolve_seeds(job.seed, job.image_count), prompt=prompt,
+                  negative=negative, loras=job.loras + loras_from_tags(networks), t_start=t_start,
+                  info=self.models.resolve(job.model), features=self.wanted(job))
+        run.as_written = (prompt, negative)
+        for feature in run.features:
+            feature.rewrite(run)
+        return run
 
     def run_batch(self, members: list[tuple["Run", Control]]) -> None:
         """The next batch of every run, in one pipeline call per group of runs whose prompts encode to the same
@@ -146,26 +163,48 @@ class LocalEngine:
         embeds = {k: torch.cat([run.embeds[k] for run, _ in group]) for k in lead.embeds}
         t1 = time.perf_counter()
         lead.pipe.scheduler = make_scheduler(loaded.base_scheduler, lead.choice, seed=seeds)
-        ov = self.openvino.attach(loaded, lead.pipe, lead.loras) if self.openvino is not None else None
-        with ov.applied(lead.pipe) if ov is not None else contextlib.nullcontext():
-            out = lead.pipe(
-                **embeds,
-                **lead.image_kwargs,
-                width=job.width,
-                height=job.height,
-                num_inference_steps=job.steps,
-                guidance_scale=job.cfg_scale,
-                eta=0.0 if job.eta is None else job.eta,
-                generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
-                callback_on_step_end=self._step_callback(group, loaded.family),
-                output_type="pil",
-            )
+        kwargs = dict(
+            **embeds,
+            **lead.image_kwargs,
+            width=job.width,
+            height=job.height,
+            num_inference_steps=job.steps,
+            guidance_scale=job.cfg_scale,
+            eta=0.0 if job.eta is None else job.eta,
+            generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+            callback_on_step_end=self._step_callback(group, loaded.family),
+            # a latent hires pass goes on from the latents
+            output_type="latent" if job.hires is not None and job.hires.upscaler.startswith("Latent") else "pil",
+        )
+        pipe = lead.pipe
+        for feature in lead.features:
+            pipe, kwargs = feature.pipeline(lead, loaded, pipe, kwargs)
+        ov = None
+        if self.openvino is not None and all(f.openvino_ok for f in lead.features):
+            ov = self.openvino.attach(loaded, pipe, lead.loras)
+        runs = [run for run, _ in group]
+        with contextlib.ExitStack() as stack:
+            for feature in lead.features:
+                stack.enter_context(feature.call(runs, pipe, loaded))
+            if ov is not None:
+                stack.enter_context(ov.applied(pipe))
+            images = pipe(**kwargs).images
+            if job.hires is not None and not all(c.interrupted or c.skipped for _, c in group):
+                images = hires_pass(self._variant(loaded, "img2img"), loaded, job.hires, embeds, images, seeds,
+                                    lead.choice, job, self._step_callback(group, loaded.family))
+            elif kwargs["output_type"] == "latent":
+                images = decode(pipe, images)
         seconds = time.perf_counter() - t1
         notes = ov.notes if ov is not None else []
+        if self.openvino is not None and ov is None:
+            notes = [f"{', '.join(f.name for f in lead.features if not f.openvino_ok)} runs on torch, not OpenVINO"]
         at = 0
         for run, control in group:
             n = run.job.batch_size
-            run.images.extend(out.images[at : at + n])
+            mine = list(images[at : at + n])
+            for feature in run.features:
+                mine = feature.finish(run, mine, loaded)
+            run.images.extend(mine)
             at += n
             run.timings["denoise"] += seconds
             run.notes.extend(notes)
@@ -190,11 +229,16 @@ class LocalEngine:
             kwargs["mask_image"] = job.mask.convert("L").resize((job.width, job.height), Image.LANCZOS)
             if job.mask_crop_padding is not None:
                 kwargs["padding_mask_crop"] = job.mask_crop_padding
+        return LocalEngine._variant(loaded, kind, factory), kwargs
+
+    @staticmethod
+    def _variant(loaded, kind: str, factory=AutoPipelineForImage2Image):
+        """A pipeline of another kind sharing the loaded model's weights, made once per model."""
         variants = loaded.variants
         if kind not in variants:
             variants[kind] = factory.from_pipe(loaded.pipe)
             variants[kind].set_progress_bar_config(disable=True)
-        return variants[kind], kwargs
+        return variants[kind]
 
     @staticmethod
     def _step_callback(group: list[tuple["Run", Control]], family: str):
@@ -243,6 +287,10 @@ class Run:
     image_kwargs: dict = field(default_factory=dict)
     embeds: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # which engine ran its calls (OpenVINO or torch, and why)
+    features: list = field(default_factory=list)  # the engine features this job uses (features/)
+    not_applied: dict = field(default_factory=dict)  # what a feature could not do for this job, and why
+    nsfw: list | None = None  # the safety checker's verdicts so far; None: no check ran
+    as_written: tuple = ()  # (prompt, negative) before the features' rewrites (translation, enhancement)
     timings: dict = field(default_factory=lambda: {"load": 0.0, "encode": 0.0, "denoise": 0.0})
 
     @property
@@ -267,8 +315,11 @@ class Run:
         self.pipe, self.image_kwargs = LocalEngine._pipeline_for(self.job, loaded)
         t1 = time.perf_counter()
         n = self.job.batch_size
-        self.embeds = encode_prompts(self.pipe, [self.prompt] * n, [self.negative] * n,
-                                     clip_skip=self.job.clip_skip, weighting=self.job.prompt_weighting)
+        with contextlib.ExitStack() as stack:
+            for feature in self.features:
+                stack.enter_context(feature.encoding(self, self.pipe))
+            self.embeds = encode_prompts(self.pipe, [self.prompt] * n, [self.negative] * n,
+                                         clip_skip=self.job.clip_skip, weighting=self.job.prompt_weighting)
         self.timings["load"] += t1 - t0
         self.timings["encode"] += time.perf_counter() - t1
 
@@ -291,4 +342,8 @@ class Run:
             timings=timings,
             finished_at=time.time(),
             batched=self.batched,
+            nsfw=self.nsfw,
+            prompt=self.prompt if self.as_written and self.prompt != self.as_written[0] else None,
+            negative_prompt=self.negative if self.as_written and self.negative != self.as_written[1] else None,
+            not_applied=dict(self.not_applied),
         )
