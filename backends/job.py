@@ -211,6 +211,16 @@ class Job:
     def image_count(self) -> int:
         return self.batch_size * self.n_iter
 
+    def features_asked(self) -> list[str]:
+        """The optional capabilities this job switches on (their field names), for a gateway that may not carry
+        them all (the relay lists those in `Result.dropped`)."""
+        return [name for name in FEATURE_FIELDS if getattr(self, name) not in (None, False, [], "")]
+
+
+# The Job fields that switch on the engine's optional capabilities (backends/local/features/).
+FEATURE_FIELDS = ("vae", "embeddings", "panorama", "sag_scale", "tome_ratio", "hires", "safety_check", "translate",
+                  "enhance_prompt")
+
 
 # --------------------------------------------------------------------------------------- the result
 

@@ -22,6 +22,7 @@ from backends.dialects.modelslab import JobStore, Record, webhook_problem
 from backends.infotext import parse_generation_parameters
 from backends.job import (
     GenerationFailed,
+    Hires,
     InvalidRequest,
     Job,
     Lora,
@@ -129,8 +130,30 @@ def test_plan_translates_every_field_and_draws_the_seed():
         "EulerDiscreteScheduler", "Karras", MODEL.title, [Lora("x", 0.5)])
     assert job.seed >= 0 and p.meta["seed"] == job.seed and p.meta["seeds"] == [job.seed + i for i in range(3)]
     assert job.style == "modelslab" and job.style is Style.MODELSLAB and job.prompt_weighting
-    assert p.base64 and p.upscale and p.webhook == "http://h/x" and p.track_id == 7
+    assert p.base64 and p.webhook == "http://h/x" and p.track_id == 7
     assert p.meta["use_karras_sigmas"] == "yes" and p.meta["upscale"] == "yes" and p.meta["lora"] == "x"
+    assert (job.hires.width, job.hires.height, job.hires.upscaler) == (1536, 1024, "Latent")
+    assert p.meta["output_width"] == 1536 and p.meta["output_height"] == 1024
+
+
+def test_switches_become_the_jobs_features():
+    job = plan(panorama="yes", self_attention="yes", tomesd="yes", vae="my-vae", embeddings_model="a, b",
+               safety_checker="yes", multi_lingual="yes", enhance_prompt="yes", height=512, upscale="3").job
+    assert (job.width, job.height, job.panorama) == (2048, 512, True)  # panorama: 4 × the height
+    assert (job.hires.width, job.hires.height) == (6144, 1536)  # then upscale 3× (the engine's limits refuse it)
+    assert job.sag_scale == 0.75 and job.tome_ratio == 0.5 and job.vae == "my-vae" and job.embeddings == ["a", "b"]
+    assert job.safety_check and job.translate == "auto" and job.enhance_prompt
+    off = plan(tomesd="no", safety_checker="no", enhance_prompt="no").job
+    assert off.features_asked() == [] and off.hires is None and off.width == 512
+    assert plan(panorama="yes", height=1024).job.width == 2048  # capped at [limits] max_width
+
+
+@pytest.mark.parametrize("value, factor", [("yes", 2), (True, 2), ("2", 2), ("3", 3), (4, 4), ("no", 0), (None, 0)])
+def test_upscale_takes_yes_no_or_a_factor(value, factor):
+    p = plan(upscale=value, width=256, height=256)
+    assert (p.job.hires.width if p.job.hires else 0) == 256 * factor
+    with pytest.raises(InvalidRequest, match="upscale must be yes, no, 2, 3 or 4"):
+        plan(upscale="5")
 
 
 def test_karras_off_and_schedulers_that_cannot_run_karras():
@@ -152,19 +175,16 @@ def test_steps_capped_at_the_configured_maximum():
 
 
 def test_options_without_local_effect_are_listed_only_when_asked_for():
-    defaults = plan().meta["not_applied"]
-    assert set(defaults) == {"safety_checker", "enhance_prompt", "tomesd"}  # the three that default to yes
-    off = plan(safety_checker="no", enhance_prompt=False, tomesd="no").meta["not_applied"]
-    assert off == {}
+    assert plan().meta["not_applied"] == {}  # every default switch runs here
     on = plan(panorama="yes", self_attention=1, multi_lingual="true", vae="x", embeddings_model="e",
               algorithm_type="dpmsolver+++", highres_fix="yes", temp="yes").meta["not_applied"]
-    assert {"panorama", "self_attention", "multi_lingual", "vae", "embeddings_model", "algorithm_type",
-            "highres_fix", "temp"} <= set(on)
+    assert set(on) == {"algorithm_type", "highres_fix", "temp"}
 
 
 def test_infotext_is_a1111_style():
     p = plan(seed=5, negative_prompt="dog")
-    result = SimpleNamespace(scheduler_class="UniPCMultistepScheduler", schedule="Karras", seeds=[5], model=MODEL)
+    result = SimpleNamespace(scheduler_class="UniPCMultistepScheduler", schedule="Karras", seeds=[5], model=MODEL,
+                             prompt=None, negative_prompt=None)
     text = d.infotext(p.job, result)
     assert text.startswith("a cat\nNegative prompt: dog\nSteps: 20, Sampler: UniPCMultistepScheduler")
     assert "Seed: 5" in text and "Size: 512x512" in text and "Clip skip: 2" in text
@@ -174,7 +194,8 @@ def test_infotext_values_with_commas_read_back():
     """Written through backends/infotext.py: a value with a comma (or a colon) is quoted, so it parses back whole."""
     p = plan(seed=5, prompt="a cat, on a mat")
     model = ModelInfo(name="my, model: v2", title="my, model: v2", source="/m", kind="folder", hash="abc")
-    result = SimpleNamespace(scheduler_class="EulerDiscreteScheduler", schedule="Automatic", seeds=[5], model=model)
+    result = SimpleNamespace(scheduler_class="EulerDiscreteScheduler", schedule="Automatic", seeds=[5], model=model,
+                             prompt=None, negative_prompt=None)
     parsed = parse_generation_parameters(d.infotext(p.job, result))
     assert parsed["Model"] == "my, model: v2" and parsed["Prompt"] == "a cat, on a mat"
     assert parsed["Seed"] == "5" and parsed["Sampler"] == "EulerDiscreteScheduler" and parsed["Steps"] == "20"
@@ -302,6 +323,9 @@ def test_job_to_request_is_what_the_sdk_sends():
     assert body["lora_model"] == "a,b" and body["lora_strength"] == "0.5,1"
     assert body["enhance_prompt"] == body["tomesd"] == body["upscale"] == body["safety_checker"] == "no"
     assert planned.dropped == [] and planned.notes == []
+    job.tome_ratio, job.safety_check, job.hires, job.vae = 0.5, True, Hires(1536, 1024), "v"
+    body = d.job_to_request(job).requests[0].json
+    assert (body["tomesd"], body["safety_checker"], body["upscale"], body["vae"]) == ("yes", "yes", "yes", "v")
 
 
 def test_job_to_request_reports_what_it_cannot_carry():

@@ -77,6 +77,9 @@ class Dialect:
 
     style: ClassVar[Style]
     forward_spec: ClassVar[ForwardSpec] = ForwardSpec()
+    # the optional Job capabilities (job.FEATURE_FIELDS) this style can ask a gateway for; the relay lists the
+    # others a job asked for in Result.dropped
+    carries: ClassVar[frozenset[str]] = frozenset()
     operations: ClassVar[tuple[str, ...]] = ()  # what `parse`/`run` take
 
     def __init__(self, service: Service):

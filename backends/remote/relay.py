@@ -215,6 +215,8 @@ class Relay:
             result = await self.codec(style).call_upstream(dataclasses.replace(job, model=upstream_model), call)
         result.job = job
         result.backend = gw.name
+        carried = self.codec(style).carries
+        result.dropped += [name for name in job.features_asked() if name not in carried and name not in result.dropped]
         result.timings["relay"] = time.perf_counter() - started
         result.timings.setdefault("total", result.timings["relay"])
         if result.dropped:

@@ -33,16 +33,18 @@ from .fields import Fields, persist_fields
 TAB = "modelslab"
 FAMILY = "v6"  # the UI speaks the current route family: model_id is required
 # The switches the tab shows, in ModelsLab's order (their defaults come from ml.DEFAULTS).
-FLAGS = ("use_karras_sigmas", "tomesd", "upscale", "panorama", "self_attention", "safety_checker",
-         "enhance_prompt", "multi_lingual")
-FLAG_LABELS = {"use_karras_sigmas": "Karras sigmas", "tomesd": "ToMe SD", "upscale": "Upscale ×2",
-               "panorama": "Panorama", "self_attention": "Self-attention", "safety_checker": "Safety checker",
+FLAGS = ("use_karras_sigmas", "tomesd", "panorama", "self_attention", "safety_checker", "enhance_prompt",
+         "multi_lingual")
+FLAG_LABELS = {"use_karras_sigmas": "Karras sigmas", "tomesd": "ToMe SD", "panorama": "Panorama (4 × height wide)",
+"self_attention": "Self-attention", "safety_checker": "Safety checker",
                "enhance_prompt": "Enhance prompt", "multi_lingual": "Multi-lingual"}
+UPSCALE_CHOICES = [("no", "no"), ("2× (yes)", "yes"), ("3×", "3"), ("4×", "4")]
 
 
-def lora_names(service) -> list[str]:
+def names(lister) -> list[str]:
+    """A listing for a dropdown (LoRAs, VAEs, embeddings); a folder that cannot be read lists nothing."""
     try:
-        return sorted(service.lora_names())
+        return sorted(lister())
     except OSError:
         return []
 
@@ -67,6 +69,12 @@ def request_body(values: dict[str, Any]) -> dict[str, Any]:
     if loras:
         body["lora_model"] = ",".join(loras)
         body["lora_strength"] = values.get("lora_strength") or None
+    if values.get("vae"):
+        body["vae"] = values["vae"]
+    if values.get("embeddings_model"):
+        body["embeddings_model"] = ",".join(values["embeddings_model"])
+    if values.get("upscale") not in (None, "no"):
+        body["upscale"] = values["upscale"]
     for flag in FLAGS:
         if values.get(flag) is not None:
             body[flag] = ml.yes_no(bool(values[flag]))
@@ -124,13 +132,23 @@ def build_modelslab_tab(blocks: gr.Blocks, service) -> Fields:
                                              label="Seed (empty or -1: random)", elem_id=f"{TAB}_seed",
                                              min_width=140))
             with gr.Row():
-                fields.add("lora_model", gr.Dropdown(lora_names(service), value=[], multiselect=True,
+                fields.add("lora_model", gr.Dropdown(names(service.lora_names), value=[], multiselect=True,
                                                      allow_custom_value=True, label="LoRA ids",
                                                      elem_id=f"{TAB}_lora_model", min_width=180))
                 lo, hi = ml.LORA_STRENGTH
                 fields.add("lora_strength", gr.Textbox("", label=f"LoRA strengths ({lo:g}–{hi:g}, comma separated)",
                                                        placeholder="0.8 or 0.6,0.9", elem_id=f"{TAB}_lora_strength",
                                                        min_width=140))
+            with gr.Row():
+                fields.add("vae", gr.Dropdown(["", *names(service.vae_names)], value="", allow_custom_value=True,
+                                              label="VAE (empty: the model's own)", elem_id=f"{TAB}_vae",
+                                              min_width=180))
+                fields.add("embeddings_model", gr.Dropdown(names(service.embedding_names), value=[],
+                                                           multiselect=True, allow_custom_value=True,
+                                                           label="Embeddings", elem_id=f"{TAB}_embeddings_model",
+                                                           min_width=180))
+                fields.add("upscale", gr.Dropdown(UPSCALE_CHOICES, value="no", label="Upscale",
+                                                  elem_id=f"{TAB}_upscale", min_width=120))
             with gr.Row(elem_classes="sdg-flags"):
                 for flag in FLAGS:
                     fields.add(flag, gr.Checkbox(bool(defaults[flag]), label=FLAG_LABELS[flag],
@@ -151,8 +169,12 @@ def build_modelslab_tab(blocks: gr.Blocks, service) -> Fields:
                                      owner=session.get("owner")))
                      for b64, seed in zip(answer["output"], meta["seeds"])]
             notes = list(meta.get("notes") or [])
-            if meta.get("not_applied"):
-                notes.append("not applied here: " + ", ".join(meta["not_applied"]))
+            if "original_prompt" in meta:
+                notes.append(f"prompt used: {meta['prompt']}")
+            if answer.get("nsfw_content_detected"):
+                notes.append("the safety checker flagged an image: it was replaced by a blank one")
+            for name, why in (meta.get("not_applied") or {}).items():
+                notes.append(f"not applied: {name}: {why}")
             return Shown(saved, read_infotexts(saved), 0, list(meta["seeds"]), notes)
 
         async for frame in run_tab(service, session, prepare, present):

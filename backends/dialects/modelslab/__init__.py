@@ -14,9 +14,15 @@ dreambooth, realtime), fetch, the enterprise stubs and system_load.
 
 Decisions where ModelsLab is vague or cannot be matched locally (each also visible in the response's `meta`):
 * `num_inference_steps` 1..50 is accepted and capped at `[modelslab] max_steps` (a note says so).
-* Options with no local effect (safety checker, prompt enhancement, tomesd, panorama, self-attention,
-  multilingual, hires fix, custom VAE/embeddings, IP-adapter, `algorithm_type`) are accepted and listed in
-  `meta.not_applied` with the reason; nothing pretends to have run. `upscale` is a 2× Lanczos resize.
+* The switches run through the engine's features: `panorama` (width = 4 × the requested height, within
+  `[limits] max_width`), `self_attention` (SAG, SD1/SD2), `tomesd`, `upscale` (a latent second pass at 2×, or
+  "3"/"4"), `vae`, `embeddings_model` (a name not in the prompt is appended to it), `safety_checker` (a flagged
+  image comes back black, `nsfw_content_detected` true), `multi_lingual` (translated to English first; the
+  translated prompt is `meta.prompt`, the original `meta.original_prompt`), `enhance_prompt` (quality phrases,
+  deterministic). A switch that needs a model that is not installed is a 400 naming what to install, except the
+  safety checker: the image is returned, `nsfw_content_detected` is null and `meta.not_applied` says no check ran.
+* Options with no local effect (hires fix, IP-adapter, load balancer, `algorithm_type`) and what a switch could
+  not do for one job (SAG on SDXL) are listed in `meta.not_applied` with the reason; nothing pretends to have run.
 * Scheduler names run through the shared sampler table; the three that cannot run SD text-to-image
   (KarrasVe, ScoreSdeVe, DDIMInverse) run their nearest equivalent, and `meta.scheduler` is the class that ran.
 * `base64: "yes"` puts raw base64 PNG data (no `data:` prefix) in `output`; the URLs stay in `proxy_links`.
@@ -58,7 +64,7 @@ from .options import (
     Family,
     Settings,
 )
-from .plan import Plan, build_plan, infotext, output_images
+from .plan import Plan, build_plan, infotext, nsfw_detected, result_meta
 from .replies import failed_body, processing_body, webhook_payload
 from .upstream import (
     Finished,
@@ -75,7 +81,7 @@ __all__ = [
     "RANGES", "SCHEDULERS", "SYSTEM_LOAD", "FetchRequest", "Family", "Finished", "GenerationFiles", "InvalidKey",
     "JobStore", "ModelslabDialect", "Pending", "Plan", "RateLimited", "Record", "RequestNotFound", "Settings",
     "Text2ImgRequest", "build_plan", "check", "decode_output", "error_body", "error_response", "failed_body",
-    "fetch_request", "infotext", "job_to_request", "key_owner", "output_images", "parse_body", "parse_flag",
+    "fetch_request", "infotext", "job_to_request", "key_owner", "nsfw_detected", "result_meta", "parse_body", "parse_flag",
     "parse_loras", "parse_number", "parse_request", "parse_response", "processing_body", "result_from_response",
     "webhook_payload", "webhook_problem", "yes_no",
 ]

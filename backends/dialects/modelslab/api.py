@@ -38,7 +38,7 @@ from .files import GenerationFiles
 from .jobs import JobStore, Record, deliver_webhook, key_owner, webhook_problem
 from .models import FetchRequest, Text2ImgRequest, body_key, check, parse_body, parse_fetch, parse_request
 from .options import DEFAULT_FAMILY, FAMILY, SCHEDULERS, Family, Settings
-from .plan import Plan, build_plan, infotext, output_images
+from .plan import Plan, build_plan, infotext, nsfw_detected, result_meta
 from .replies import failed_body, processing_body, webhook_payload
 from .upstream import ModelslabUpstream
 
@@ -125,7 +125,9 @@ class ModelslabDialect(ModelslabUpstream):
         for a job that runs here)."""
         model_id = (req.model_id or "").strip() or None
         model, notes = await asyncio.to_thread(self._resolve_model, model_id, call)
-        plan = build_plan(req, model=model, model_id=model_id, settings=self.settings, notes=notes)
+        config = self.service.config
+        plan = build_plan(req, model=model, model_id=model_id, settings=self.settings, features=config.features,
+                          max_width=config.limits.max_width, notes=notes)
         if req.key:  # the key in the body names the owner (fair queue, /jobs/{id})
             plan.job.owner = owner_of_key(req.key)
         self.job_for_route(plan.job, call)
@@ -231,11 +233,11 @@ class ModelslabDialect(ModelslabUpstream):
                 record.response["webhook_status"] = status
 
     def _finish(self, record: Record, plan: Plan, prefix: str, result: Result) -> dict[str, Any]:
-        """On a worker thread: upscale, write `<prefix>-<i>.png` (the future links), build the success body."""
+        """On a worker thread: write `<prefix>-<i>.png` (the future links), build the success body."""
         started = time.perf_counter()
         job = plan.job
         self.store.observe(job, result.timings.get("total", 0.0) - result.timings.get("load", 0.0))
-        images = output_images(plan, result)
+        images = result.images
         text = infotext(job, result)
         encoded = []
         for i, image in enumerate(images):
@@ -243,15 +245,7 @@ class ModelslabDialect(ModelslabUpstream):
             self.files.write(prefix, i, data)
             encoded.append(data)
         links = record.links[: len(images)]
-        # a new dict: a fetch on the event loop may be serialising the old one right now
-        meta = {
-            **record.meta,
-            "seed": result.seeds[0] if result.seeds else record.meta["seed"],
-            "seeds": list(result.seeds),
-            "scheduler": result.scheduler_class,
-            "model": result.model.title,
-            "notes": list(dict.fromkeys([*record.meta["notes"], *result.notes])),
-        }
+        meta = result_meta(record.meta, result)
         if result.interrupted or result.skipped:
             meta["notes"].append(f"interrupted: {len(images)} of {job.image_count} images")
         return {
@@ -260,7 +254,7 @@ class ModelslabDialect(ModelslabUpstream):
             "id": record.id,
             "output": [base64.b64encode(d).decode("ascii") for d in encoded] if plan.base64 else links,
             "proxy_links": links,
-            "nsfw_content_detected": False,
+            "nsfw_content_detected": nsfw_detected(job, result),
             "meta": meta,
             "webhook_status": record.webhook_status,
             "tip": "",

@@ -21,6 +21,7 @@ from .options import (
     MAX_SEED,
     RANGES,
     STR_FIELDS,
+    UPSCALE_FACTORS,
     Family,
 )
 
@@ -99,7 +100,7 @@ class Text2ImgRequest(BaseModel):
     multi_lingual: Optional[bool] = None
     panorama: Optional[bool] = None
     self_attention: Optional[bool] = None
-    upscale: Optional[bool] = None
+    upscale: Optional[int] = None  # 0: off; "yes" is 2
     highres_fix: Optional[bool] = None
     tomesd: Optional[bool] = None
     use_karras_sigmas: Optional[bool] = None
@@ -138,6 +139,23 @@ class Text2ImgRequest(BaseModel):
     @classmethod
     def _flag(cls, value, info: ValidationInfo):
         return parse_flag(value, info.field_name)
+
+    @field_validator("upscale", mode="before")
+    @classmethod
+    def _upscale(cls, value):
+        """"yes"/"no" (and booleans) as a flag, or a factor "2"/"3"/"4" as the other endpoints take it."""
+        try:
+            flag = parse_flag(value, "upscale")
+        except ValueError:
+            flag = None
+            try:
+                factor = parse_number(value, "upscale", integer=True)
+            except ValueError:
+                factor = None
+            if factor in UPSCALE_FACTORS:
+                return factor
+            raise ValueError("upscale must be yes, no, 2, 3 or 4") from None
+        return None if flag is None else (2 if flag else 0)
 
     @field_validator(*STR_FIELDS, mode="before")
     @classmethod
@@ -238,7 +256,7 @@ def check(req: Text2ImgRequest, family: Family) -> None:
         raise InvalidRequest("; ".join(problems), details={"problems": problems})
 
 
-def _split(value: Any) -> list[str]:
+def split_names(value: Any) -> list[str]:
     if value is None:
         return []
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
@@ -247,8 +265,8 @@ def _split(value: Any) -> list[str]:
 
 def parse_loras(lora_model: Any, lora_strength: Any) -> list[Lora]:
     """`lora_model` "a,b" + `lora_strength` "0.6,0.8" → Loras. No strength: 1.0 each; otherwise one per LoRA."""
-    names = _split(lora_model)
-    strengths_text = _split(lora_strength)
+    names = split_names(lora_model)
+    strengths_text = split_names(lora_strength)
     if not names:
         return []
     if not strengths_text:

@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "multi_lingual": False,
     "panorama": False,
     "self_attention": False,
-    "upscale": False,
+    "upscale": 0,
     "highres_fix": False,
     "tomesd": True,
     "use_karras_sigmas": True,
@@ -93,7 +93,7 @@ LORA_STRENGTH = (0.1, 1.0)
 
 INT_FIELDS = ("width", "height", "samples", "num_inference_steps", "clip_skip")
 FLAG_FIELDS = (
-    "safety_checker", "enhance_prompt", "multi_lingual", "panorama", "self_attention", "upscale", "highres_fix",
+    "safety_checker", "enhance_prompt", "multi_lingual", "panorama", "self_attention", "highres_fix",
     "tomesd", "use_karras_sigmas", "base64", "temp", "instant_response", "loadbalancer",
 )
 STR_FIELDS = (
@@ -102,23 +102,24 @@ STR_FIELDS = (
 )
 
 # Options this server cannot honour, when switched on (flags) or set (values): why, for meta.not_applied.
+# (What a switch that does run could not do for one job, e.g. SAG on SDXL, comes back from the engine.)
 NOT_APPLIED_FLAGS: dict[str, str] = {
-    "safety_checker": "no NSFW safety checker runs here; images are returned unchecked",
-    "enhance_prompt": "no prompt-enhancement model here; the prompt is used as written",
-    "multi_lingual": "no translation model here; the prompt goes to the text encoder as written",
-    "panorama": "panorama generation is not implemented",
-    "self_attention": "self-attention guidance is not implemented",
-    "highres_fix": "hires fix is not implemented for this style",
-    "tomesd": "token merging (tomesd) is not installed; generation runs unmerged",
+    "highres_fix": "hires fix is not implemented for this style; use upscale for a second pass at 2x",
     "loadbalancer": "one local server, nothing to balance",
 }
 NOT_APPLIED_VALUES: dict[str, str] = {
-    "embeddings_model": "textual-inversion embeddings are not loaded for this style",
-    "vae": "custom VAEs are not loaded; the model's own VAE is used",
     "ip_adapter_id": "IP-adapter is not implemented",
     "ip_adapter_image": "IP-adapter is not implemented",
     "ip_adapter_scale": "IP-adapter is not implemented",
 }
+# The engine's words for what it could not apply (Job field names) → ModelsLab's request fields.
+JOB_FIELD_NAMES: dict[str, str] = {
+    "sag_scale": "self_attention", "tome_ratio": "tomesd", "panorama": "panorama", "hires": "upscale",
+    "vae": "vae", "embeddings": "embeddings_model", "safety_check": "safety_checker", "translate": "multi_lingual",
+    "enhance_prompt": "enhance_prompt",
+}
+UPSCALE_FACTORS = (2, 3, 4)  # `upscale`: "yes" is 2; the other endpoints' "2"/"3"/"4" are accepted too
+PANORAMA_RATIO = 4  # panorama: width = 4 × the requested height (diffusers' 512 → 2048), within [limits] max_width
 # Only the values that change something are named; "none" is the default.
 ALGORITHM_TYPES = ("none", "dpmsolver+++")
 
@@ -139,6 +140,8 @@ class Settings:
     webhook_timeout: float = 30.0
     expiry_hours: float = 24.0  # fetch records and output links live this long
     public_url: str | None = None  # base for output/fetch URLs when behind a proxy; default: the request's
+    upscale_denoising: float = 0.55  # `upscale`: the latent second pass's denoising strength
+    upscale_steps: int = 0  # `upscale`: the second pass's steps (0: as many as the first)
 
     @classmethod
     def from_config(cls, raw: dict | None) -> "Settings":
@@ -146,7 +149,8 @@ class Settings:
         s = cls()
         try:
             for name, kind in (("sync_wait", float), ("max_steps", int), ("max_queued", int),
-                               ("webhook_timeout", float), ("expiry_hours", float)):
+                               ("webhook_timeout", float), ("expiry_hours", float), ("upscale_denoising", float),
+                               ("upscale_steps", int)):
                 if name in section:
                     setattr(s, name, kind(section[name]))
             if "always_200" in section:
@@ -160,4 +164,6 @@ class Settings:
             raise ConfigError(f"[modelslab]: {e}") from None
         if s.sync_wait < 0 or s.max_steps < 1 or s.max_queued < 1 or s.expiry_hours <= 0:
             raise ConfigError("[modelslab]: sync_wait ≥ 0, max_steps ≥ 1, max_queued ≥ 1 and expiry_hours > 0")
+        if not 0 < s.upscale_denoising <= 1 or s.upscale_steps < 0:
+            raise ConfigError("[modelslab]: 0 < upscale_denoising ≤ 1 and upscale_steps ≥ 0")
         return s

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from ...images import UnreadableImage, decode_base64, open_image
-from ...job import GenerationFailed, InvalidRequest, Job, ModelInfo, Result
+from ...job import FEATURE_FIELDS, GenerationFailed, InvalidRequest, Job, ModelInfo, Result
 from ...samplers import resolve_sampler
 from ...upstream import ForwardRequest, Forwarded, ForwardSpec, Gateway, UpstreamAnswer, UpstreamPlan, UpstreamRequest
 from ..base import Dialect
@@ -61,6 +61,14 @@ def is_url(entry: str) -> bool:
 # ------------------------------------------------------------------------------------------ Job → gateway
 
 
+def upscale_value(job: Job) -> str:
+    """`upscale` for a Job's second pass: "yes" at 2×, "3"/"4" at those; "no" for none (or another size)."""
+    if job.hires is None:
+        return "no"
+    factor = job.hires.width / job.width
+    return "yes" if factor == 2 else str(int(factor)) if factor in (3, 4) else "no"
+
+
 def job_to_request(
     job: Job,
     *,
@@ -73,8 +81,8 @@ def job_to_request(
 ) -> UpstreamPlan:
     """The body a ModelsLab client would send for `job` (ints and floats as the official SDK sends them, flags as
     "yes"/"no"), with the Job fields it cannot carry (they would change the image: the relay reports them) and
-    the approximations made. Options that would change the prompt or image upstream (enhance_prompt, tomesd,
-    upscale...) are sent as "no" so the gateway's image matches the Job. `key` is None: the gateway client puts
+    the approximations made. The switches (enhance_prompt, tomesd, upscale...) are sent as the Job asks, "no" when
+    it does not, so the gateway's image matches the Job. `key` is None: the gateway client puts
     the gateway's key there. Raises InvalidRequest when the job cannot be expressed (more than 4 images)."""
     fam = FAMILY[family]
     dropped: list[str] = []
@@ -103,13 +111,15 @@ def job_to_request(
         "clip_skip": job.clip_skip,
         "scheduler": choice.scheduler_class,
         "use_karras_sigmas": yes_no(karras),
-        "safety_checker": "no",
-        "enhance_prompt": "no",
-        "multi_lingual": "no",
-        "panorama": "no",
-        "self_attention": "no",
-        "upscale": "no",
-        "tomesd": "no",
+        "safety_checker": yes_no(job.safety_check),
+        "enhance_prompt": yes_no(job.enhance_prompt),
+        "multi_lingual": yes_no(job.translate is not None),
+        "panorama": yes_no(job.panorama),
+        "self_attention": yes_no(job.sag_scale is not None),
+        "upscale": upscale_value(job),
+        "tomesd": yes_no(job.tome_ratio is not None),
+        "vae": job.vae,
+        "embeddings_model": ",".join(job.embeddings) or None,
         "base64": yes_no(base64),
         "lora_model": ",".join(lora.name for lora in job.loras) or None,
         "lora_strength": ",".join(f"{lora.weight:g}" for lora in job.loras) or None,
@@ -123,7 +133,8 @@ def job_to_request(
     for name, lost in (("init_image", job.init_image is not None), ("mask", job.mask is not None),
                        ("eta", job.eta is not None), ("prompt_weighting", not job.prompt_weighting),
                        ("preview_every", bool(job.preview_every)),
-                       ("mask_crop_padding", job.mask_crop_padding is not None)):
+                       ("mask_crop_padding", job.mask_crop_padding is not None),
+                       ("hires", job.hires is not None and upscale_value(job) == "no")):
         if lost:
             dropped.append(name)
     request = UpstreamRequest("POST", fam.generate[0], json=body, key_in_body=True)
@@ -218,9 +229,12 @@ def result_from_response(job: Job, finished: Finished, images: list[Image.Image]
     if model is None:
         name = str(meta.get("model_id") or meta.get("model") or job.model or "modelslab")
         model = ModelInfo(name=name, title=name, source="modelslab", kind="remote")
+    prompt = meta.get("prompt")
     return Result(
         job=job,
         images=images,
+        nsfw=[finished.nsfw] * len(images) if job.safety_check else None,
+        prompt=prompt if isinstance(prompt, str) and prompt != job.prompt else None,
         seeds=[int(s) for s in seeds[: len(images)]],
         model=model,
         sampler=scheduler,
@@ -259,6 +273,7 @@ class ModelslabUpstream(Dialect):
     """The relay's half of the ModelsLab dialect (api.py adds the routes' half)."""
 
     forward_spec: ClassVar[ForwardSpec] = ForwardSpec(key_in_body=True, error_shapes=("modelslab",))
+    carries: ClassVar[frozenset[str]] = frozenset(FEATURE_FIELDS)  # every switch has a ModelsLab field
     files: GenerationFiles  # where forwarded outputs are written and served from (set by the dialect)
 
     def to_upstream(self, job: Job) -> UpstreamPlan:
