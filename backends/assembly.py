@@ -26,6 +26,8 @@ from .dialects import registry
 from .job import LOCAL, Job, ModelInfo, ModelNotFound, QueueFull, Result, Route, SdgateError, Style
 from .keys import ApiKeys, is_admin
 from .local.engine import LocalEngine
+from .local.features.embeddings import library as embedding_library
+from .local.features.vae import list_vaes
 from .local.models import ModelManager
 from .metrics import Metrics
 from .queue import JobQueue, Ticket
@@ -219,6 +221,12 @@ class LocalService:
 
     def lora_names(self) -> list[str]:
         return self.engine.loras.files()
+
+    def vae_names(self) -> list[str]:
+        return [entry.name for entry in list_vaes(self.models.models_dir)]
+
+    def embedding_names(self) -> list[str]:
+        return sorted(embedding_library(self.models.models_dir).entries())
 
     def submit(self, job: Job) -> Ticket:
         # a job for a gateway never waits in the device queue; the relay bounds each gateway's concurrency

@@ -195,7 +195,7 @@ class Job:
     hires: Hires | None = None  # a second pass at a larger size
     safety_check: bool = False  # run the safety checker; flagged images come back blank (Result.nsfw)
     translate: str | None = None  # the prompts' language (an mBART-50 code, or "auto"): translated to English first
-    enhance_prompt: bool = False  # add quality phrases to the prompt (backends/enhance.py)
+    enhance_prompt: bool = False  # add quality phrases to the prompt (backends/local/features/enhance.py)
     # the style whose dialect made the job: the relay sends it to a gateway in this style when it can
     style: Style | None = None
     # the making dialect's own notes (e.g. the original request for a same-style relay); opaque to all other code

@@ -184,7 +184,7 @@ def test_options_without_local_effect_are_listed_only_when_asked_for():
 def test_infotext_is_a1111_style():
     p = plan(seed=5, negative_prompt="dog")
     result = SimpleNamespace(scheduler_class="UniPCMultistepScheduler", schedule="Karras", seeds=[5], model=MODEL,
-                             prompt=None, negative_prompt=None)
+                             prompt=None, negative_prompt=None, not_applied={})
     text = d.infotext(p.job, result)
     assert text.startswith("a cat\nNegative prompt: dog\nSteps: 20, Sampler: UniPCMultistepScheduler")
     assert "Seed: 5" in text and "Size: 512x512" in text and "Clip skip: 2" in text
@@ -195,7 +195,7 @@ def test_infotext_values_with_commas_read_back():
     p = plan(seed=5, prompt="a cat, on a mat")
     model = ModelInfo(name="my, model: v2", title="my, model: v2", source="/m", kind="folder", hash="abc")
     result = SimpleNamespace(scheduler_class="EulerDiscreteScheduler", schedule="Automatic", seeds=[5], model=model,
-                             prompt=None, negative_prompt=None)
+                             prompt=None, negative_prompt=None, not_applied={})
     parsed = parse_generation_parameters(d.infotext(p.job, result))
     assert parsed["Model"] == "my, model: v2" and parsed["Prompt"] == "a cat, on a mat"
     assert parsed["Seed"] == "5" and parsed["Sampler"] == "EulerDiscreteScheduler" and parsed["Steps"] == "20"

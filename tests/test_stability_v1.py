@@ -286,7 +286,7 @@ def test_19_extras_and_clip_guidance_are_accepted_without_effect(http, baseline)
     assert png(art["base64"]) == baseline
 
 
-# Item 20 (CONTENT_FILTERED from a safety checker) is covered by the generation features issue's safety checker.
+# Item 20 (CONTENT_FILTERED from the safety checker): tests/test_feature_safety.py, on a server with a tiny checker.
 
 
 # ----------------------------------------------------------------------------- parameters take effect

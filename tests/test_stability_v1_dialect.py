@@ -475,6 +475,7 @@ def test_response_json_artifacts():
     assert result.images[1].getpixel((0, 0))[:3] == (0, 255, 0)
     assert result.model.name == "stable-diffusion-v1-6" and result.sampler == "Euler"
     assert any("CONTENT_FILTERED" in n for n in result.notes)
+    assert result.nsfw == [False, True] and v1.finish_reasons(result) == ["SUCCESS", "CONTENT_FILTERED"]
 
 
 @pytest.mark.parametrize("shape", ["nested", "bare"])

@@ -262,7 +262,7 @@ def test_16_moderation_and_language(http):
     assert_error(post(http, "ultra", {"prompt": "一只猫"}), 422, "invalid_language", mentions="English")
 
 
-# Item 16's CONTENT_FILTERED output needs a safety checker, which the generation features issue adds (and tests).
+# Item 16's CONTENT_FILTERED output (the safety checker): tests/test_feature_safety.py, on a server with a tiny checker.
 
 
 # ------------------------------------------------------------------------------------------- transport

@@ -297,7 +297,7 @@ def test_reply_round_trip_and_filtered_images():
     plan = d.plan_upstream(Job(prompt="a cat", width=640, height=640))
     relayed = d.images_to_result(Job(prompt="a cat"), plan, [filtered])
     assert relayed.seeds == [3] and relayed.model.kind == "remote"
-    assert d.finish_reason(relayed, 0) == "CONTENT_FILTERED"
+    assert d.finish_reason(relayed, 0) == "CONTENT_FILTERED" and relayed.nsfw == [True]
     assert any("cannot carry: width, height" in n for n in relayed.notes)
     with pytest.raises(GenerationFailed):
         d.result_to_reply(Result(job=job, images=[], seeds=[], model=info, sampler="", schedule="",

@@ -154,9 +154,13 @@ def test_modelslab(client, server):
             assert image.size == (256, 320)
     assert info.startswith("a forest\nNegative prompt: city\nSteps: 3, Sampler: EulerDiscreteScheduler")
     assert seed_of(info) == 11 and "not applied" not in progress
-    progress, _, _, _ = client.predict(model_id="tiny-sd1", prompt="x", width=256, height=256,
-                                       num_inference_steps=1, tomesd=True, api_name="/modelslab")
-    assert re.search(r"not applied here: [^<]*tomesd", progress)  # said, not pretended
+    progress, gallery, info, _ = client.predict(
+        model_id="tiny-sd1", prompt="x", width=256, height=256, num_inference_steps=1, tomesd=True,
+        upscale="yes", panorama=True, safety_checker=False, enhance_prompt=True, api_name="/modelslab")
+    with Image.open(gallery_paths(gallery)[0]) as image:
+        assert image.size == (2048, 512)  # panorama: 4 × the height, then the 2× second pass
+    assert "ToMe ratio: 0.5" in info and "Hires upscaler: Latent" in info
+    assert "prompt used: x, " in progress and "not applied" not in progress  # the enhanced prompt is shown
     with pytest.raises(AppError) as caught:  # the dialect's own check, in ModelsLab's words
         client.predict(model_id="", prompt=" ", api_name="/modelslab")
     assert "prompt is required" in str(caught.value) and "model_id is required" in str(caught.value)

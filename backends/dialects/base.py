@@ -30,6 +30,7 @@ from ..service import Service
 from ..upstream import ForwardRequest, Forwarded, ForwardSpec, Gateway, UpstreamAnswer, UpstreamPlan
 
 BACKEND_HEADER = "X-Sdgate-Backend"  # which gateway answered
+SAFETY_HEADER = "X-Sdgate-Safety-Check"  # passed | filtered | not-run: what the safety checker said, or that it did not run
 DROPPED_HEADER = "X-Sdgate-Dropped-Fields"  # Job fields the gateway's style could not carry
 
 

@@ -116,7 +116,8 @@ class LocalEngine:
         model = self.models.resolve(job.model)
         _, networks = strip_extra_networks(job.prompt)
         loras = tuple((lora.name, float(lora.weight)) for lora in job.loras + loras_from_tags(networks))
-        features = tuple((f.name, f.key(job)) for f in self.wanted(job))
+        keys = ((f.name, f.key(job)) for f in self.wanted(job))
+        features = tuple((name, key) for name, key in keys if key is not None)
         return (model.source, loras, job.width, job.height, job.steps, choice.key, float(job.cfg_scale),
                 job.eta, job.mask is None, job.hires, features)
 

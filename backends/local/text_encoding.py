@@ -3,9 +3,10 @@
 Prompts of any length, `(weights)`, `[down-weights]` and `BREAK`, turned into the `prompt_embeds` kwargs of a
 diffusers SD1/SD2/SDXL pipeline call:
 
-* each weighted run is tokenized on its own (no BOS/EOS, no truncation) and the tokens are packed into chunks
-  of 75; `BREAK` closes the current chunk; when a chunk is full and the last comma is within 20 tokens of its
-  end, the tokens after that comma move to the next chunk;
+* each weighted run is tokenized on its own (no BOS/EOS, no truncation; a multi-vector textual-inversion token
+  becomes all its vectors' tokens) and the tokens are packed into chunks of 75; `BREAK` closes the current chunk;
+  when a chunk is full and the last comma is within 20 tokens of its end, the tokens after that comma move to the
+  next chunk;
 * each chunk becomes `[BOS] tokens [EOS] [PAD...]` (77 ids; this is also what A1111 feeds CLIP) and is encoded
   on its own; the chunk outputs are concatenated on the token axis: (B, 77·k, C);
 * emphasis "Original": every token vector is multiplied by its weight, then the chunk is rescaled so that its
@@ -43,8 +44,27 @@ def _tokenize(tokenizer, prompts: list[str], weighting: bool) -> list[list[Piece
     runs = [_runs(p, weighting) for p in prompts]
     texts = [text for rs in runs for text, w in rs if not is_break((text, w))]
     # verbose=False: runs longer than 77 tokens are expected here, not worth HF's warning.
-    ids = iter(tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).input_ids if texts else [])
+    ids = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).input_ids if texts else []
+    vectors = _vector_ids(tokenizer)
+    if vectors:
+        ids = [[v for token in run for v in vectors.get(token, (token,))] for run in ids]
+    ids = iter(ids)
     return [[None if is_break(r) else (next(ids), r[1]) for r in rs] for rs in runs]
+
+
+def _vector_ids(tokenizer) -> dict[int, list[int]]:
+    """Textual-inversion tokens of several vectors (features/embeddings.py): diffusers' load_textual_inversion adds
+    one token per vector, `name`, `name_1` … `name_{n-1}`, while a prompt names only `name`, so its id stands for
+    all n ids (what diffusers' `maybe_convert_prompt` does to the text, which misses mixed-case names)."""
+    added = getattr(tokenizer, "added_tokens_encoder", None) or {}
+    groups = {}
+    for token, first in added.items():
+        ids = [first]
+        while f"{token}_{len(ids)}" in added:
+            ids.append(added[f"{token}_{len(ids)}"])
+        if len(ids) > 1:
+            groups[first] = ids
+    return groups
 
 
 def _comma_id(tokenizer) -> int | None:

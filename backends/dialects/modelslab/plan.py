@@ -192,8 +192,8 @@ def infotext(job: Job, result: Result) -> str:
         "Denoising strength": f"{hires.denoising_strength:g}" if hires else None,
         "Hires upscale": f"{hires.width / job.width:g}" if hires else None,
         "Hires upscaler": hires.upscaler if hires else None,
-        "ToMe ratio": f"{job.tome_ratio:g}" if job.tome_ratio else None,
-        "SAG scale": f"{job.sag_scale:g}" if job.sag_scale else None,
+        "ToMe ratio": f"{job.tome_ratio:g}" if job.tome_ratio and "tome_ratio" not in result.not_applied else None,
+        "SAG scale": f"{job.sag_scale:g}" if job.sag_scale and "sag_scale" not in result.not_applied else None,
     })
 
 

@@ -1,6 +1,10 @@
 """A Result → v1's answer: JSON artifacts `{base64, finishReason, seed}`, or with `Accept: image/png` the one PNG
 with Finish-Reason and Seed headers. Every PNG carries its generation parameters (the infotext, readable by
-PNG-info tools)."""
+PNG-info tools).
+
+An image the safety checker flagged (`Result.nsfw`) is CONTENT_FILTERED: it is still there, black. v1 has no finish
+reason for "not checked", so every answer also says whether a check ran (`SAFETY_HEADER`): `passed`, `filtered`, or
+`not-run` (no checker installed, or a gateway that did not say), where SUCCESS means only "generated"."""
 
 from __future__ import annotations
 
@@ -11,14 +15,23 @@ from PIL import Image
 from ...images import encode_image
 from ...infotext import checkpoint_short_name, create_infotext
 from ...job import Job, Result
-from ..base import Reply
+from ..base import SAFETY_HEADER, Reply
 from .errors import V1Error
+
 
 
 def finish_reasons(result: Result) -> list[str]:
     # An interrupted run returns half-denoised images: upstream would call those failures.
     reason = "ERROR" if result.interrupted else "SUCCESS"
-    return [reason] * len(result.images)
+    flagged = result.nsfw or []
+    return ["CONTENT_FILTERED" if i < len(flagged) and flagged[i] else reason for i in range(len(result.images))]
+
+
+def safety_check(result: Result) -> str:
+    """`SAFETY_HEADER`'s value: whether the safety checker ran on the answer's images, and what it found."""
+    if result.nsfw is None:
+        return "not-run"
+    return "filtered" if any(result.nsfw) else "passed"
 
 
 def infotext(job: Job, result: Result, seed: int, engine_id: str) -> str:
@@ -55,10 +68,10 @@ def to_reply(pngs: list[bytes], result: Result, png_mode: bool) -> Reply:
     if png_mode:
         if not pngs:
             raise V1Error(500, "server_error", "the generation was interrupted before any image was made")
-        return Reply(pngs[0], media_type="image/png",
-                     headers={"Finish-Reason": reasons[0], "Seed": str(result.seeds[0])})
+        return Reply(pngs[0], media_type="image/png", headers={
+            "Finish-Reason": reasons[0], "Seed": str(result.seeds[0]), SAFETY_HEADER: safety_check(result)})
     artifacts = [
         {"base64": base64.b64encode(png).decode("ascii"), "finishReason": reason, "seed": seed}
         for png, reason, seed in zip(pngs, reasons, result.seeds)
     ]
-    return Reply({"artifacts": artifacts})
+    return Reply({"artifacts": artifacts}, headers={SAFETY_HEADER: safety_check(result)})

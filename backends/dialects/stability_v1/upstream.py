@@ -22,6 +22,7 @@ from ...upstream import STABILITY_HEADERS, ForwardSpec, UpstreamAnswer, Upstream
 from .engines import DEFAULT_SD_ENGINE, DEFAULT_SDXL_ENGINE, SDXL_V1_SIZES, check_size
 from .options import CFG_RANGE, MAX_SAMPLES, MAX_SEED, STEPS_STRICT
 from .plan import wants_png
+from .replies import SAFETY_HEADER
 
 # A caller's own v1 request, forwarded to a gateway that speaks v1: our /sd/v1 mount is upstream's /v1.
 FORWARD_SPEC = ForwardSpec(local_prefixes=(("/sd/v1", "/v1"),), request_headers=STABILITY_HEADERS,
@@ -179,8 +180,10 @@ def _unreadable(message: str) -> GenerationFailed:
 
 def from_upstream(job: Job, plan: UpstreamPlan, answers: list[UpstreamAnswer]) -> Result:
     """A v1 answer (JSON artifacts, or PNG + Finish-Reason/Seed headers) → a Result. ERROR artifacts are dropped
-    with a note (all ERROR: GenerationFailed); CONTENT_FILTERED ones are kept with a note. Anything that is not a
-    v1 answer is a 502."""
+    with a note (all ERROR: GenerationFailed); CONTENT_FILTERED ones are kept with a note and are the Result's
+    `nsfw` verdicts. SUCCESS alone is no verdict (a gateway need not filter at all): `nsfw` is set only when some
+    image was filtered, or when the gateway says its check ran (an sdgate gateway's SAFETY_HEADER). Anything that is
+    not a v1 answer is a 502."""
     (answer,) = answers
     sent: Sent | None = plan.context
     engine = sent.engine_id if sent else pick_engine(job)
@@ -200,7 +203,7 @@ def from_upstream(job: Job, plan: UpstreamPlan, answers: list[UpstreamAnswer]) -
                           f"({e})") from None
 
     notes: list[str] = []
-    images, seeds = [], []
+    images, seeds, filtered = [], [], []
     for i, (raw, reason, seed) in enumerate(entries):
         if reason == "ERROR":
             notes.append(f"upstream image {i} finished with ERROR; left out")
@@ -212,12 +215,14 @@ def from_upstream(job: Job, plan: UpstreamPlan, answers: list[UpstreamAnswer]) -
         except UnreadableImage as e:
             raise _unreadable(f"upstream image {i} cannot be decoded ({e})") from None
         images.append(image)
+        filtered.append(reason == "CONTENT_FILTERED")
         fallback = job.seed + i if job.seed >= 0 else -1
         seeds.append(int(seed) if seed is not None else fallback)
     if not images:
         raise _unreadable("upstream returned no usable image" + (" (every image finished with ERROR)"
                                                                   if entries else ""))
     sampler = sent.sampler if sent else None
+    checked = any(filtered) or _header(answer.headers, SAFETY_HEADER) in ("passed", "filtered")
     return Result(
         job=job,
         images=images,
@@ -227,4 +232,5 @@ def from_upstream(job: Job, plan: UpstreamPlan, answers: list[UpstreamAnswer]) -
         schedule="Automatic",
         scheduler_class="",
         notes=notes,
+        nsfw=filtered if checked else None,
     )

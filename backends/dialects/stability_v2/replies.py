@@ -1,5 +1,9 @@
 """A Result → the v2beta answer (docs/reference/hosted_apis.md §B.3): the image bytes with `finish-reason` and
-`seed` headers (`accept: image/*`, the default), or `{image, finish_reason, seed}` (`accept: application/json`)."""
+`seed` headers (`accept: image/*`, the default), or `{image, finish_reason, seed}` (`accept: application/json`).
+
+An image the safety checker flagged (`Result.nsfw`) is CONTENT_FILTERED: still there, black. v2beta has no finish
+reason for "not checked", so both forms also say whether a check ran (`SAFETY_HEADER`): `passed`, `filtered`, or
+`not-run` (no checker installed, or a gateway that did not say), where SUCCESS means only "generated"."""
 
 from __future__ import annotations
 
@@ -9,18 +13,24 @@ import json
 from ...images import encode_image
 from ...infotext import VERSION, create_infotext
 from ...job import GenerationFailed, Result
-from ..base import Reply
+from ..base import SAFETY_HEADER, Reply
 from .models import V2Request
 from .options import OUTPUT_FORMATS
 from .plan import EXTRA
 
-FILTERED_NOTE = "content filtered: image {index}"  # how an output filter marks an image in Result.notes
+FILTERED_NOTE = "content filtered: image {index}"  # a gateway's filtered image, in Result.notes
 
 
 def finish_reason(result: Result, index: int = 0) -> str:
-    # No output safety filter runs locally yet; when one does it marks its images in the Result's notes.
-    marked = FILTERED_NOTE.format(index=index)
-    return "CONTENT_FILTERED" if any(n.startswith(marked) for n in result.notes) else "SUCCESS"
+    flagged = result.nsfw or []
+    return "CONTENT_FILTERED" if index < len(flagged) and flagged[index] else "SUCCESS"
+
+
+def safety_check(result: Result) -> str:
+    """`SAFETY_HEADER`'s value: whether the safety checker ran on the answer's image, and what it found."""
+    if result.nsfw is None:
+        return "not-run"
+    return "filtered" if any(result.nsfw[:1]) else "passed"
 
 
 def wants_json(accept: str | None) -> bool:
@@ -61,6 +71,8 @@ def result_to_reply(result: Result, req: V2Request, *, accept_json: bool, reques
     mime = OUTPUT_FORMATS[req.output_format]
     if accept_json:
         body = {"image": base64.b64encode(data).decode("ascii"), "finish_reason": reason, "seed": seed}
-        return Reply(json.dumps(body).encode(), 200, f"application/json; type={mime}", {"x-request-id": request_id})
-    headers = {"finish-reason": reason, "seed": str(seed), "x-request-id": request_id}
+        return Reply(json.dumps(body).encode(), 200, f"application/json; type={mime}",
+                     {"x-request-id": request_id, SAFETY_HEADER: safety_check(result)})
+    headers = {"finish-reason": reason, "seed": str(seed), "x-request-id": request_id,
+               SAFETY_HEADER: safety_check(result)}
     return Reply(data, 200, mime, headers)

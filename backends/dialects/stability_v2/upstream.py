@@ -17,7 +17,7 @@ from ...job import GenerationFailed, InvalidRequest, Job, ModelInfo, Result
 from ...upstream import STABILITY_HEADERS, ForwardSpec, UpstreamAnswer, UpstreamPlan, UpstreamRequest
 from .options import ENDPOINT_SIZES, ENDPOINTS, MAX_SEED, PATH, SD3_LEGACY, SD3_MODELS, nearest_aspect_ratio
 from .plan import EXTRA
-from .replies import FILTERED_NOTE
+from .replies import FILTERED_NOTE, SAFETY_HEADER
 
 FORWARD_SPEC = ForwardSpec(local_prefixes=(("/sd/v2beta", "/v2beta"),), request_headers=STABILITY_HEADERS,
                            error_shapes=("stability_v2",))
@@ -43,6 +43,7 @@ class UpstreamImage:
     request_id: Optional[str]
     data: bytes  # the encoded file as received
     mime: str
+    safety: Optional[str] = None  # an sdgate gateway's SAFETY_HEADER: passed | filtered | not-run
 
 
 def multipart(fields: Mapping[str, str], files: Mapping[str, tuple[str, bytes, str]]) -> list[tuple[str, tuple]]:
@@ -185,7 +186,7 @@ def read_answer(answer: UpstreamAnswer) -> UpstreamImage:
     except UnreadableImage as e:
         raise GenerationFailed(f"upstream sent no readable image ({e})") from None
     return UpstreamImage(image=image, seed=_int_or_none(seed), finish_reason=reason, request_id=request_id,
-                         data=data, mime=mime)
+                         data=data, mime=mime, safety=_header(answer.headers, SAFETY_HEADER.lower()))
 
 
 def upstream_model(name: str, gateway: str = "") -> ModelInfo:
@@ -196,7 +197,9 @@ def upstream_model(name: str, gateway: str = "") -> ModelInfo:
 
 def images_to_result(job: Job, plan: UpstreamPlan, images: list[UpstreamImage]) -> Result:
     """The read answers of a plan → a Result (seeds as upstream reported them; the plan's dropped fields and
-    any CONTENT_FILTERED images in the notes)."""
+    any CONTENT_FILTERED images in the notes). CONTENT_FILTERED images are the Result's `nsfw` verdicts; SUCCESS
+    alone is no verdict (a gateway need not filter): `nsfw` is set only when some image was filtered or every
+    answer says a check ran (an sdgate gateway's SAFETY_HEADER)."""
     sent: Sent = plan.context
     notes = [f"stability v2beta cannot carry: {', '.join(plan.dropped)}"] if plan.dropped else []
     seeds = []
@@ -205,10 +208,12 @@ def images_to_result(job: Job, plan: UpstreamPlan, images: list[UpstreamImage]) 
         if item.finish_reason != "SUCCESS":
             notes.append(FILTERED_NOTE.format(index=i) if item.finish_reason == "CONTENT_FILTERED"
                          else f"image {i}: finish reason {item.finish_reason}")
+    filtered = [item.finish_reason == "CONTENT_FILTERED" for item in images]
+    checked = any(filtered) or (images and all(item.safety in ("passed", "filtered") for item in images))
     return Result(
         job=job, images=[item.image for item in images], seeds=seeds, model=upstream_model(sent.model or sent.endpoint),
         sampler=job.sampler, schedule=job.schedule or "Automatic", scheduler_class="remote", notes=notes,
-        finished_at=time.time(),
+        finished_at=time.time(), nsfw=filtered if checked else None,
     )
 
 

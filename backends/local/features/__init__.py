@@ -5,8 +5,17 @@ embeddings before encoding, the safety checker last)."""
 from __future__ import annotations
 
 from .base import Feature, Setup
+from .embeddings import Embeddings
+from .enhance import Enhance
+from .panorama import Panorama
+from .safety import SafetyChecker
+from .sag import SelfAttentionGuidance
+from .tome import TokenMerging
+from .translate import Translate
+from .vae import Vae
 
-FEATURES: list[type[Feature]] = []
+FEATURES: list[type[Feature]] = [Translate, Enhance, Embeddings, Vae, Panorama, SelfAttentionGuidance, TokenMerging,
+                                 SafetyChecker]
 
 
 def make_features(setup: Setup) -> list[Feature]:

@@ -43,8 +43,10 @@ class Feature:
     def wanted(self, job: Job) -> bool:
         return False
 
-    def key(self, job: Job) -> tuple:
-        """Part of the engine's batch key: jobs share a pipeline call only when every feature's key is equal."""
+    def key(self, job: Job) -> tuple | None:
+        """Part of the engine's batch key: jobs share a pipeline call only when every feature's key is equal.
+        None: the feature does not touch the shared call (it acts on one job's prompts or images only), so jobs
+        with and without it may share one."""
         return ()
 
     def check(self, job: Job) -> None:
