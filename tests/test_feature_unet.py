@@ -36,10 +36,13 @@ def job(**kw) -> Job:
 
 
 @pytest.fixture(scope="module")
-def engine(model_manager):
+def engine(tiny_models_dir):
+    """This module's own engine: the session one has run other modules' jobs, and "the next job is what a fresh
+    engine gives" is about what these features leave behind."""
     from backends.local.engine import LocalEngine
+    from backends.local.models import ModelManager
 
-    return LocalEngine(model_manager, features=Features())
+    return LocalEngine(ModelManager(tiny_models_dir, default="tiny-sd1", cache_size=4), features=Features())
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seconds per image with and without token merging (tomesd), on an SD1.5-sized random-weight model.
 
-    python bench/tomesd.py [--sizes 512,1024] [--steps 4] [--ratio 0.5] [--runs 1] [--threads 2]
+    python bench/token_merging.py [--sizes 512,1024] [--steps 4] [--ratio 0.5] [--runs 1] [--threads 2]
                            [--device auto] [--models-dir ~/.cache/sdgate-bench/models]
 
 For each size, two rows, interleaved run by run so drift hits them alike, each warmed once (one step) first:
@@ -28,10 +28,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# This file's folder comes first on sys.path when it runs as a script, and its name would shadow the tomesd package
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when run as a script
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
