@@ -26,6 +26,7 @@ from .dialects import registry
 from .job import LOCAL, Job, ModelInfo, ModelNotFound, QueueFull, Result, Route, SdgateError, Style
 from .keys import ApiKeys, is_admin
 from .local.engine import LocalEngine
+from .local.features.embeddings import family_widths, list_embeddings
 from .local.features.embeddings import library as embedding_library
 from .local.features.vae import list_vaes
 from .local.models import ModelManager
@@ -227,6 +228,16 @@ class LocalService:
 
     def embedding_names(self) -> list[str]:
         return sorted(embedding_library(self.models.models_dir).entries())
+
+    def vae_files(self) -> list[tuple[str, str]]:
+        return [(entry.name, str(entry.path)) for entry in list_vaes(self.models.models_dir)]
+
+    def embedding_listing(self) -> dict[str, dict]:
+        try:
+            widths = family_widths(self.models.get(None).pipe)
+        except SdgateError:  # no local model (none installed, or the default is a gateway's)
+            widths = None
+        return list_embeddings(self.models.models_dir, widths)
 
     def submit(self, job: Job) -> Ticket:
         # a job for a gateway never waits in the device queue; the relay bounds each gateway's concurrency

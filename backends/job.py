@@ -150,6 +150,21 @@ class Hires:
     upscaler: str = "Latent"
     steps: int = 0  # 0: as many as the first pass
     denoising_strength: float = 0.7
+    # None: as the first pass (A1111's hr_checkpoint_name, hr_sampler_name, hr_scheduler, hr_prompt, ...)
+    model: str | None = None
+    sampler: str | None = None
+    schedule: str | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass
+class Refiner:
+    """SDXL's refiner: the base model denoises up to `switch_at` (diffusers' denoising_end), then `model`
+    finishes from those latents (denoising_start), as A1111's refiner_checkpoint / refiner_switch_at."""
+
+    model: str
+    switch_at: float = 0.8
 
 
 @dataclass
@@ -186,6 +201,12 @@ class Job:
     mask_crop_padding: int | None = None
     # send a preview of the running latents every N steps (0: never)
     preview_every: int = 0
+    # A1111 variation seeds: image i's starting noise is slerp(subseed_strength, noise(seed_i), noise(subseed + i))
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from: tuple[int, int] | None = None  # (w, h): the seed's noise drawn at this size, pasted centred
+    tiling: bool = False  # seamless in both directions (circular padding in the UNet and VAE)
+    refiner: Refiner | None = None
     # optional capabilities: each is one module of backends/local/features/ (docs/architecture.md "Features")
     vae: str | None = None  # a VAE in models/VAE/, a diffusers folder or a hub id; None: the model's own
     embeddings: list[str] = field(default_factory=list)  # embeddings asked for by name (names in the prompt load too)
@@ -219,7 +240,7 @@ class Job:
 
 # The Job fields that switch on the engine's optional capabilities (backends/local/features/).
 FEATURE_FIELDS = ("vae", "embeddings", "panorama", "sag_scale", "tome_ratio", "hires", "safety_check", "translate",
-                  "enhance_prompt")
+                  "enhance_prompt", "tiling", "refiner", "subseed_strength", "seed_resize_from")
 
 
 # --------------------------------------------------------------------------------------- the result
@@ -266,6 +287,9 @@ class Result:
     prompt: str | None = None  # the prompt that was encoded, when translation or enhancement changed the job's
     negative_prompt: str | None = None
     not_applied: dict[str, str] = field(default_factory=dict)  # what the job asked for that did not run, and why
+    subseeds: list[int] = field(default_factory=list)  # the variation seed of each image (A1111's all_subseeds)
+    # generation parameters the engine adds for the infotext, in A1111's keys ("VAE hash", "VAE", "TI hashes", ...)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -25,7 +25,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from ..job import LOCAL, GenerationFailed, Job, Result, Route, Style
+from ..job import LOCAL, GenerationFailed, Job, ModelInfo, ModelNotFound, Result, Route, Style
 from ..service import Service
 from ..upstream import ForwardRequest, Forwarded, ForwardSpec, Gateway, UpstreamAnswer, UpstreamPlan
 
@@ -114,6 +114,18 @@ class Dialect:
 
     def resolve_model(self, name: str | None, call: Call):
         return self.service.resolve_model(name, call.route)
+
+    def resolve_or_demo(self, name: str, call: Call) -> tuple[ModelInfo, str | None]:
+        """The model `name` means on the call's route. With --demo, a name that is not installed runs the tiny model
+        of the family it suggests ("xl" in it: tiny-sdxl, else tiny-sd1), and the note says so, so the documented
+        examples of every gateway work on the demo; otherwise (or on a gateway's route) the ModelNotFound stands."""
+        try:
+            return self.resolve_model(name, call), None
+        except ModelNotFound:
+            if not (self.service.demo and call.route.local):
+                raise
+        fallback = "tiny-sdxl" if "xl" in name.lower() else "tiny-sd1"
+        return self.resolve_model(fallback, call), f"model {name!r} is not installed; --demo ran {fallback}"
 
     # ------------------------------------------------------------------------------------------- relay
 

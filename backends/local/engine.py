@@ -16,12 +16,15 @@ from PIL import Image
 from ..config import Features, Limits
 from ..job import InvalidRequest, Job, Lora, Result
 from .features import Feature, Setup, make_features
-from .hires import LATENT_MODES, PIXEL_MODES, decode, hires_pass
+from .composable import conditioning_applied, encode_plans, run_plans
+from .hires import LATENT_MODES, PIXEL_MODES, check_hires_model, decode, hires_pass, prepare_second_pass
 from ..limits import check_job
 from .loras import LoraLibrary, apply_loras
 from .models import ModelManager
+from .noise import ImageNoise, batch_noise, resize_from
 from .previews import latent_preview
 from .prompt_parser import strip_extra_networks
+from .refiner import check_refiner, refine, switch_point, why_not
 from ..samplers import SamplerChoice, resolve_sampler
 from .schedulers import make_scheduler
 from .text_encoding import encode_prompts
@@ -63,11 +66,12 @@ def loras_from_tags(networks: list[tuple[str, list[str]]]) -> list[Lora]:
     return loras
 
 
-def resolve_seeds(seed: int | None, count: int) -> list[int]:
-    """A1111's rule: -1 (or None) draws a random seed; image i uses seed + i."""
+def resolve_seeds(seed: int | None, count: int, varied: bool = False) -> list[int]:
+    """A1111's rule: -1 (or None) draws a random seed; image i uses seed + i, or `seed` itself when a variation
+    strength is set (the images then differ by their variation seeds)."""
     if seed is None or int(seed) < 0:
         seed = random.randrange(MAX_SEED)
-    return [int(seed) + i for i in range(count)]
+    return [int(seed) + (0 if varied else i) for i in range(count)]
 
 
 class LocalEngine:
@@ -77,7 +81,7 @@ class LocalEngine:
         self.limits = limits or Limits()
         self.loras = LoraLibrary(models.models_dir)
         self.features: list[Feature] = make_features(
-            Setup(models.models_dir, features or Features(), models.device, models.dtype))
+            Setup(models.models_dir, features or Features(), models.device, models.dtype, models.file_sha256))
         self.openvino = None  # the UNet and VAE on OpenVINO (`cpu_engine = "openvino"`, CPU only): openvino.py
         if cpu_engine == "openvino" and models.device.type == "cpu":
             from .openvino import CACHE_NAME, OpenVinoRunner
@@ -89,6 +93,8 @@ class LocalEngine:
         if job.hires is not None and job.hires.upscaler not in {**LATENT_MODES, **PIXEL_MODES}:
             raise InvalidRequest(f"unknown hires upscaler {job.hires.upscaler!r}; valid: "
                                  f"{', '.join([*LATENT_MODES, *PIXEL_MODES])}")
+        check_refiner(job, self.models)
+        check_hires_model(job, self.models)
         for feature in self.wanted(job):
             feature.check(job)
 
@@ -119,7 +125,7 @@ class LocalEngine:
         keys = ((f.name, f.key(job)) for f in self.wanted(job))
         features = tuple((name, key) for name, key in keys if key is not None)
         return (model.source, loras, job.width, job.height, job.steps, choice.key, float(job.cfg_scale),
-                job.eta, job.mask is None, job.hires, features)
+                job.eta, job.mask is None, job.hires, job.refiner, features)
 
     def start(self, job: Job) -> "Run":
         """Check `job` and make its run: seeds drawn, prompt tags read. The model is loaded by the first batch."""
@@ -128,7 +134,8 @@ class LocalEngine:
         choice = resolve_sampler(job.sampler, job.schedule)
         prompt, networks = strip_extra_networks(job.prompt)
         negative, _ = strip_extra_networks(job.negative_prompt)
-        run = Run(job=job, choice=choice, seeds=resolve_seeds(job.seed, job.image_count), prompt=prompt,
+        run = Run(job=job, choice=choice, seeds=resolve_seeds(job.seed, job.image_count, job.subseed_strength != 0),
+                  subseeds=resolve_seeds(job.subseed, job.image_count), prompt=prompt,
                   negative=negative, loras=job.loras + loras_from_tags(networks), t_start=t_start,
                   info=self.models.resolve(job.model), features=self.wanted(job))
         run.as_written = (prompt, negative)
@@ -161,6 +168,11 @@ class LocalEngine:
         lead = group[0][0]
         job = lead.job
         seeds = [s for run, _ in group for s in run.next_seeds()]
+        noise = [spec for run, _ in group for spec in run.next_noise()]  # variation seeds (noise.py)
+        varied = any(spec.varies for spec in noise) and job.init_image is None
+        refining = switch_point(job.refiner) is not None and why_not(job, loaded.family) is None
+        for run, _ in group:
+            run.note_unapplied(loaded.family)
         embeds = {k: torch.cat([run.embeds[k] for run, _ in group]) for k in lead.embeds}
         t1 = time.perf_counter()
         lead.pipe.scheduler = make_scheduler(loaded.base_scheduler, lead.choice, seed=seeds)
@@ -177,28 +189,49 @@ class LocalEngine:
             # a latent hires pass goes on from the latents
             output_type="latent" if job.hires is not None and job.hires.upscaler.startswith("Latent") else "pil",
         )
+        if varied:  # each image's own starting noise; the generators are left one draw on, as diffusers leaves them
+            latents = batch_noise(noise, lead.pipe.unet.config.in_channels, job.width, job.height, kwargs["generator"])
+            kwargs["latents"] = latents.to(lead.pipe.unet.dtype)
+        if refining:  # the base stops at the switch point and hands its latents to the refiner
+            kwargs.update(denoising_end=switch_point(job.refiner), output_type="latent")
         pipe = lead.pipe
         for feature in lead.features:
             pipe, kwargs = feature.pipeline(lead, loaded, pipe, kwargs)
-        ov = None
-        if self.openvino is not None and all(f.openvino_ok for f in lead.features):
-            ov = self.openvino.attach(loaded, pipe, lead.loras)
         runs = [run for run, _ in group]
+        # prompt editing / AND (composable.py) replace the torch UNet's forward: such calls stay on torch
+        planned = any(run.prompt_plan or run.hires_plan for run in runs)
+        ov = None
+        if self.openvino is not None and all(f.openvino_ok for f in lead.features) and not planned:
+            ov = self.openvino.attach(loaded, pipe, lead.loras)
         with contextlib.ExitStack() as stack:
             for feature in lead.features:
                 stack.enter_context(feature.call(runs, pipe, loaded))
             if ov is not None:
                 stack.enter_context(ov.applied(pipe))
+            swap = None
+            if planned:
+                cfg = job.cfg_scale > 1 and pipe.unet.config.time_cond_proj_dim is None  # as the pipelines decide
+                swap = stack.enter_context(
+                    conditioning_applied(pipe, [(run.prompt_plan, run.job.batch_size) for run in runs], cfg))
             images = pipe(**kwargs).images
-            if job.hires is not None and not all(c.interrupted or c.skipped for _, c in group):
-                images = hires_pass(self._variant(loaded, "img2img"), loaded, job.hires, embeds, images, seeds,
-                                    lead.choice, job, self._step_callback(group, loaded.family))
+            stopped = all(c.interrupted or c.skipped for _, c in group)
+            if job.hires is not None and not stopped:
+                if swap is not None:  # the hires pass restarts the call counter with its own schedules
+                    swap.start_pass([run.hires_plan for run in runs])
+                second = prepare_second_pass(self.models, self._variant, self.loras, loaded, runs, embeds,
+                                             lead.choice)
+                images = hires_pass(second, job.hires, images, seeds, job, self._step_callback(group, loaded.family),
+                                    noise if varied else None)
+            elif refining and not stopped:
+                images = refine(self.models, self._variant, runs, images, seeds, kwargs["generator"], lead.choice,
+                                job, self._step_callback(group, loaded.family))
             elif kwargs["output_type"] == "latent":
                 images = decode(pipe, images)
         seconds = time.perf_counter() - t1
         notes = ov.notes if ov is not None else []
         if self.openvino is not None and ov is None:
-            notes = [f"{', '.join(f.name for f in lead.features if not f.openvino_ok)} runs on torch, not OpenVINO"]
+            torch_only = [f.name for f in lead.features if not f.openvino_ok] + (["prompt editing"] if planned else [])
+            notes = [f"{', '.join(torch_only)} runs on torch, not OpenVINO"]
         at = 0
         for run, control in group:
             n = run.job.batch_size
@@ -273,6 +306,7 @@ class Run:
     job: Job
     choice: SamplerChoice
     seeds: list[int]
+    subseeds: list[int]  # A1111's all_subseeds: subseed + i, drawn even when no variation strength uses them
     prompt: str
     negative: str
     loras: list[Lora]
@@ -287,10 +321,13 @@ class Run:
     pipe: object = None
     image_kwargs: dict = field(default_factory=dict)
     embeds: dict = field(default_factory=dict)
+    prompt_plan: object = None  # prompt editing / AND per call (composable.PromptPlan); None: a plain prompt
+    hires_plan: object = None  # the same for the hires pass
     notes: list[str] = field(default_factory=list)  # which engine ran its calls (OpenVINO or torch, and why)
     features: list = field(default_factory=list)  # the engine features this job uses (features/)
     not_applied: dict = field(default_factory=dict)  # what a feature could not do for this job, and why
     nsfw: list | None = None  # the safety checker's verdicts so far; None: no check ran
+    params: dict = field(default_factory=dict)  # infotext keys the engine and its features add (Result.params)
     as_written: tuple = ()  # (prompt, negative) before the features' rewrites (translation, enhancement)
     timings: dict = field(default_factory=lambda: {"load": 0.0, "encode": 0.0, "denoise": 0.0})
 
@@ -306,6 +343,22 @@ class Run:
         n = self.job.batch_size
         return self.seeds[self.batch_no * n : (self.batch_no + 1) * n]
 
+    def next_noise(self) -> list[ImageNoise]:
+        n, job = self.job.batch_size, self.job
+        at = self.batch_no * n
+        return [ImageNoise(seed, subseed, float(job.subseed_strength or 0), resize_from(job.seed_resize_from))
+                for seed, subseed in zip(self.seeds[at : at + n], self.subseeds[at : at + n])]
+
+    def note_unapplied(self, family: str) -> None:
+        """What this job asked for that its call cannot do on a model of `family`."""
+        reason = why_not(self.job, family)
+        if reason:
+            self.not_applied["refiner"] = reason
+        if self.job.init_image is not None and any(spec.varies for spec in self.next_noise()):
+            for name in ("subseed_strength", "seed_resize_from"):
+                if getattr(self.job, name):
+                    self.not_applied[name] = "variation seeds apply to text-to-image (and its hires pass) only"
+
     def prepare(self, loaded) -> None:
         """Pipeline and prompt encodings for `loaded` (again only if the model was swapped out meanwhile). Every
         batch of a job has the same prompts: they are encoded once. The job's LoRAs are active (run_batch)."""
@@ -319,8 +372,14 @@ class Run:
         with contextlib.ExitStack() as stack:
             for feature in self.features:
                 stack.enter_context(feature.encoding(self, self.pipe))
-            self.embeds = encode_prompts(self.pipe, [self.prompt] * n, [self.negative] * n,
-                                         clip_skip=self.job.clip_skip, weighting=self.job.prompt_weighting)
+            # prompt editing / AND (composable.py); `texts`: the prompts with the constructs read (a plain one's own)
+            self.prompt_plan, self.hires_plan, texts = run_plans(self.job, self.prompt, self.negative, self.choice)
+            plans = [p for p in (self.prompt_plan, self.hires_plan) if p is not None]
+            encoding = {"clip_skip": self.job.clip_skip, "weighting": self.job.prompt_weighting}
+            if plans:  # every text of every step once
+                self.embeds = encode_plans(self.pipe, plans, texts, n, **encoding)
+            else:
+                self.embeds = encode_prompts(self.pipe, [texts[0]] * n, [texts[1]] * n, **encoding)
         self.timings["load"] += t1 - t0
         self.timings["encode"] += time.perf_counter() - t1
 
@@ -347,4 +406,6 @@ class Run:
             prompt=self.prompt if self.as_written and self.prompt != self.as_written[0] else None,
             negative_prompt=self.negative if self.as_written and self.negative != self.as_written[1] else None,
             not_applied=dict(self.not_applied),
+            subseeds=self.subseeds[: len(self.images)],
+            params=dict(self.params),
         )

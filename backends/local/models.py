@@ -183,6 +183,13 @@ class ModelManager:
         self._hashes.save()
         return models
 
+    def file_sha256(self, path: Path) -> str:
+        """The sha256 of any file the engine reads (a VAE, an embedding), remembered with the checkpoints' hashes."""
+        with self._lock:
+            digest = self._hashes.sha256(Path(path))
+            self._hashes.save()
+            return digest
+
     def _checkpoint_paths(self) -> list[Path]:
         found = []
         for root, dirs, files in os.walk(self.checkpoints_dir):

@@ -5,8 +5,8 @@ Written from the documented behaviour, not from A1111's (AGPL) source. Pure Pyth
     parse_prompt_attention("a (cat:1.3) [dog] BREAK sky")
     -> [("a ", 1.0), ("cat", 1.3), (" ", 1.0), ("dog", 0.909...), ("BREAK", -1.0), ("sky", 1.0)]
 
-Scheduling `[a:b:when]`, alternation `[a|b]` and `AND` are not interpreted: like A1111 with scheduling off,
-they come out as plain (bracket-weighted) text.
+Scheduling `[a:b:when]`, alternation `[a|b]` and `AND` are read before this, by prompt_schedule.py (the engine
+encodes each text of a schedule); here such brackets would be plain (down-weighted) text.
 """
 
 from __future__ import annotations

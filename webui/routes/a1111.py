@@ -127,7 +127,7 @@ def _routes(dialect: d.A1111Dialect, tag: str) -> APIRouter:
 
     @r.get("/sd-vae", response_model=list[d.SDVaeItem])
     async def get_sd_vaes():
-        return dialect.sd_vae()
+        return await dialect.sd_vae()
 
     @r.get("/hypernetworks", response_model=list[d.HypernetworkItem])
     async def get_hypernetworks():
@@ -147,7 +147,7 @@ def _routes(dialect: d.A1111Dialect, tag: str) -> APIRouter:
 
     @r.get("/embeddings", response_model=d.EmbeddingsResponse)
     async def get_embeddings():
-        return dialect.embeddings()
+        return await dialect.embeddings()
 
     @r.get("/loras", response_model=list[d.LoraItem])
     async def get_loras():
@@ -183,11 +183,11 @@ def _routes(dialect: d.A1111Dialect, tag: str) -> APIRouter:
 
     @r.get("/scripts", response_model=d.ScriptsList)
     async def get_scripts_list():
-        return {"txt2img": [], "img2img": []}
+        return dialect.scripts()
 
     @r.get("/script-info", response_model=list[d.ScriptInfo])
     async def get_script_info():
-        return []
+        return dialect.script_info()
 
     @r.get("/extensions", response_model=list[d.ExtensionItem])
     async def get_extensions_list():

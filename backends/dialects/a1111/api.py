@@ -49,8 +49,9 @@ from .options import (
     OptionsStore,
     coerce_option,
 )
-from .plan import Plan, derive, prepare
+from .plan import prepare
 from .replies import respond
+from .scripts import check_alwayson, run_script, script_info, scripts_list
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class A1111Dialect(Dialect):
 
     style = Style.A1111
     forward_spec = upstream.FORWARD_SPEC
+    carries = upstream.CARRIES
     operations = tuple(REQUESTS)
 
     def __init__(self, service: Service, *, options_path: Path | None = None, styles_path: Path | None = None):
@@ -108,17 +110,22 @@ class A1111Dialect(Dialect):
             raise RequestInvalid.from_validation(e) from None
 
     async def run(self, operation: str, request: Txt2ImgRequest | Img2ImgRequest, call: Call) -> Reply:
-        """Plan (off the event loop), run the jobs on `call.route`, then hires fix's second pass (txt2img), and
-        answer as A1111 does."""
+        """Plan (off the event loop), run the jobs on `call.route` (hires fix's second pass is the engine's, in
+        the same Job), and answer as A1111 does. A `script_name` hands the request to that script (scripts/),
+        which runs its own copies of the request through `generate`."""
+        check_alwayson(operation, request)
+        if request.script_name:
+            return await run_script(self, operation, request, call)
+        body, results = await self.generate(operation, request, call)
+        return Reply(body).traced(results)
+
+    async def generate(self, operation: str, request: Txt2ImgRequest | Img2ImgRequest,
+                       call: Call) -> tuple[dict[str, Any], list[Result]]:
+        """One request without its script: the response body and the Results behind it."""
         plan = await asyncio.to_thread(prepare, self, request, call, time.time())
         results = await self._run_jobs(plan.jobs)
-        result = _merge(results)
-        if plan.hires and result.images and not result.interrupted:
-            second = await self._run_hires(plan, result)
-            results += second
-            result = _second_pass(result, _merge(second))
-        body = await asyncio.to_thread(respond, request, plan, result, self.outputs_dir)
-        return Reply(body).traced(results)
+        body = await asyncio.to_thread(respond, request, plan, _merge(results), self.outputs_dir)
+        return body, results
 
     def authorize(self, call: Call, body: Mapping[str, Any] | None = None) -> str | None:
         return authorize(self.config, call)
@@ -141,19 +148,6 @@ class A1111Dialect(Dialect):
             result = await self.service.run_async(job)
             results.append(result)
             if result.interrupted:  # interrupt stops the whole request, as in A1111
-                break
-        return results
-
-    async def _run_hires(self, plan: Plan, first: Result) -> list[Result]:
-        """Hires fix's second pass: each first-pass image upscaled, then through img2img with its own seed."""
-        base = plan.hires.job
-        results = []
-        for image, seed in zip(first.images, first.seeds):
-            upscaled = await asyncio.to_thread(image.convert("RGB").resize, (base.width, base.height),
-                                               plan.hires.resample)
-            result = await self.service.run_async(derive(base, init_image=upscaled, seed=seed))
-            results.append(result)
-            if result.interrupted:
                 break
         return results
 
@@ -346,14 +340,21 @@ class A1111Dialect(Dialect):
     def _models_dir(self) -> Path:
         return Path(self.config.models_dir)
 
-    def sd_vae(self) -> list[dict[str, Any]]:
-        return listings.sd_vae(self._models_dir)
+    async def sd_vae(self) -> list[dict[str, Any]]:
+        return listings.sd_vae(await asyncio.to_thread(self.service.vae_files))
 
     def loras(self) -> list[dict[str, Any]]:
         return listings.loras(self._models_dir)
 
-    def embeddings(self) -> dict[str, Any]:
-        return listings.embeddings(self._models_dir)
+    async def embeddings(self) -> dict[str, Any]:
+        """A1111's loaded/skipped for the current model (loading it, as A1111 always has it loaded)."""
+        return await asyncio.to_thread(self.service.embedding_listing)
+
+    def scripts(self) -> dict[str, list[str]]:
+        return scripts_list()
+
+    def script_info(self) -> list[dict[str, Any]]:
+        return script_info()
 
     def upscalers(self) -> list[dict[str, Any]]:
         return [
@@ -417,21 +418,11 @@ def _merge(results: list[Result]) -> Result:
         first,
         images=[im for r in results for im in r.images],
         seeds=[s for r in results for s in r.seeds],
+        subseeds=[s for r in results for s in r.subseeds],
         notes=notes,
+        not_applied={k: v for r in results for k, v in r.not_applied.items()},
         interrupted=any(r.interrupted for r in results),
         skipped=any(r.skipped for r in results),
         timings=timings,
         finished_at=results[-1].finished_at,
-    )
-
-
-def _second_pass(first: Result, done: Result) -> Result:
-    """The response describes the first pass (sampler, model, size), as A1111's does; images whose second
-    pass never ran (interrupted) come back as their first pass."""
-    return replace(
-        first,
-        images=done.images + first.images[len(done.images) :],
-        notes=list(dict.fromkeys([*first.notes, *done.notes])),
-        interrupted=done.interrupted,
-        finished_at=done.finished_at,
     )

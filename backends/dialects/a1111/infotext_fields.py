@@ -9,6 +9,12 @@ from typing import Any, Callable
 from ...infotext import parse_generation_parameters
 from ...job import SdgateError
 
+
+def _flag(value: Any) -> bool:
+    """An infotext boolean ("True"/"False"), or a key present at all (`Face restoration: CodeFormer`)."""
+    return str(value).strip().lower() not in ("false", "0", "")
+
+
 # infotext key → (request field, type)
 INFOTEXT_FIELDS: dict[str, tuple[str, type]] = {
     "Prompt": ("prompt", str),
@@ -21,6 +27,14 @@ INFOTEXT_FIELDS: dict[str, tuple[str, type]] = {
     "Size-1": ("width", int),
     "Size-2": ("height", int),
     "Denoising strength": ("denoising_strength", float),
+    "Variation seed": ("subseed", int),
+    "Variation seed strength": ("subseed_strength", float),
+    # `Seed resize from: WxH`; the request's own `infotext` field swaps them (A1111's quirk, plan.apply_infotext)
+    "Seed resize from-1": ("seed_resize_from_w", int),
+    "Seed resize from-2": ("seed_resize_from_h", int),
+    "Tiling": ("tiling", _flag),
+    "Face restoration": ("restore_faces", _flag),
+    "Refiner switch at": ("refiner_switch_at", float),
 }
 # txt2img only
 INFOTEXT_HIRES_FIELDS: dict[str, tuple[str, type]] = {
@@ -29,9 +43,15 @@ INFOTEXT_HIRES_FIELDS: dict[str, tuple[str, type]] = {
     "Hires upscaler": ("hr_upscaler", str),
     "Hires resize-1": ("hr_resize_x", int),
     "Hires resize-2": ("hr_resize_y", int),
+    "Hires sampler": ("hr_sampler_name", str),
+    "Hires schedule type": ("hr_scheduler", str),
+    "Hires prompt": ("hr_prompt", str),
+    "Hires negative prompt": ("hr_negative_prompt", str),
 }
+# checkpoints other than the main one, written `name [hash]`: the request field gets the title they resolve to
+INFOTEXT_CHECKPOINTS: dict[str, str] = {"Refiner": "refiner_checkpoint", "Hires checkpoint": "hr_checkpoint_name"}
 # infotext key → the option it sets (as override_settings)
-INFOTEXT_SETTINGS: dict[str, str] = {"Clip skip": "CLIP_stop_at_last_layers", "Emphasis": "emphasis"}
+INFOTEXT_SETTINGS: dict[str, str] = {"Clip skip": "CLIP_stop_at_last_layers", "Emphasis": "emphasis", "VAE": "sd_vae"}
 
 
 def fields_from_infotext(text: str, task: str, resolve_model: Callable[[str], str]) -> dict[str, Any]:
@@ -56,18 +76,35 @@ def fields_from_infotext(text: str, task: str, resolve_model: Callable[[str], st
             "Hires upscale" in params or "Hires upscaler" in params or _nonzero(params.get("Hires resize-1"))
         )
     if "Model hash" in params:
-        for candidate in (params.get("Model hash"), params.get("Model")):
-            if not candidate:
-                continue
-            try:
-                data["model"] = resolve_model(str(candidate))
-                break
-            except SdgateError:
-                continue
+        found = _checkpoint(resolve_model, params.get("Model hash"), params.get("Model"))
+        if found:
+            data["model"] = found
+    for key, name in INFOTEXT_CHECKPOINTS.items():
+        if key == "Hires checkpoint" and not hires:
+            continue
+        value = str(params.get(key) or "")
+        label, _, tail = value.partition(" [")
+        if not value or value.startswith("Use same"):
+            continue
+        found = _checkpoint(resolve_model, tail.rstrip("]"), label)
+        if found:
+            data[name] = found
     settings = {option: params[key] for key, option in INFOTEXT_SETTINGS.items() if key in params}
     if settings:
         data["override_settings"] = settings
     return data
+
+
+def _checkpoint(resolve_model: Callable[[str], str], *candidates: Any) -> str | None:
+    """The first candidate (a hash, then a name) that names a checkpoint here; None when none does."""
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            return resolve_model(str(candidate))
+        except SdgateError:
+            continue
+    return None
 
 
 def _nonzero(value: Any) -> bool:

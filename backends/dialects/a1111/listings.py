@@ -1,5 +1,6 @@
 """What A1111's list routes answer: the /samplers and /schedulers payloads (A1111's wire format of the core
-sampler table, backends/samplers.py), the model files found on disk (/sd-vae, /loras, /embeddings) and /memory."""
+sampler table, backends/samplers.py), the model files found on disk (/sd-vae, /loras) and /memory. /embeddings is the
+Service's `embedding_listing()` as it is."""
 
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ def safetensors_metadata(path: Path) -> dict[str, Any]:
         return {}
 
 
-def sd_vae(models_dir: Path) -> list[dict[str, Any]]:
-    return [{"model_name": p.name, "filename": str(p)} for p in files(models_dir / "VAE", WEIGHT_SUFFIXES)]
+def sd_vae(vaes: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/sd-vae: the VAEs a request can name in `sd_vae` (no Automatic/None rows, as A1111)."""
+    return [{"model_name": name, "filename": path} for name, path in vaes]
 
 
 def loras(models_dir: Path) -> list[dict[str, Any]]:
@@ -70,15 +72,6 @@ def loras(models_dir: Path) -> list[dict[str, Any]]:
         alias = meta.get("ss_output_name") or p.stem
         rows.append({"name": p.stem, "alias": alias, "path": str(p), "metadata": meta})
     return rows
-
-
-def embeddings(models_dir: Path) -> dict[str, Any]:
-    # Textual inversion is not applied by the engine: files found are listed as skipped, honestly.
-    skipped = {
-        p.stem: {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": None, "vectors": 0}
-        for p in files(models_dir / "embeddings", (".safetensors", ".pt", ".bin"))
-    }
-    return {"loaded": {}, "skipped": skipped}
 
 
 def sd_model_rows(models) -> list[dict[str, Any]]:

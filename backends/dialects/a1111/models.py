@@ -25,7 +25,7 @@ class _ProcessingRequest(_A1111Model):
     styles: Optional[list[str]] = Field(None, description="names from /prompt-styles, applied to the prompts")
     seed: Optional[int] = Field(-1, description="-1: random; image i of the request uses seed + i")
     subseed: Optional[int] = -1
-    subseed_strength: Optional[float] = Field(0, description="variation seeds are not supported; reported as 0")
+    subseed_strength: Optional[float] = Field(0, description="0..1: how far the noise moves toward the subseed's")
     seed_resize_from_h: Optional[int] = -1
     seed_resize_from_w: Optional[int] = -1
     sampler_name: Optional[str] = Field(

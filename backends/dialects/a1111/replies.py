@@ -17,10 +17,13 @@ from ...job import Job, Result
 from .imaging import make_grid
 from .models import ECHO_ORDER, Img2ImgRequest
 from .options import RNG_SOURCE
-from .plan import Plan
+from .plan import FACE_RESTORATION_INFOTEXT, Plan
 
 
-def infotext(plan: Plan, result: Result, job: Job, seed: int, extra: dict[str, Any]) -> str:
+def infotext(plan: Plan, result: Result, job: Job, seed: int, subseed: int, extra: dict[str, Any]) -> str:
+    """One image's infotext: the fixed keys in A1111's order (backends/infotext.py puts them there), then the
+    request's extra keys (hires), then what the engine adds (`Result.params`: VAE, TI hashes, the refiner when it
+    switched in, ...)."""
     opts = plan.opts
     params = {
         "Steps": job.steps,
@@ -28,15 +31,28 @@ def infotext(plan: Plan, result: Result, job: Job, seed: int, extra: dict[str, A
         "Schedule type": "Automatic",
         "CFG scale": job.cfg_scale,
         "Seed": seed,
+        "Face restoration": FACE_RESTORATION_INFOTEXT if plan.restore_faces else None,
         "Size": f"{plan.width}x{plan.height}",
         "Model hash": result.model.hash if opts["add_model_hash_to_info"] else None,
         "Model": checkpoint_short_name(result.model) if opts["add_model_name_to_info"] else None,
+        "Variation seed": subseed if job.subseed_strength else None,
+        "Variation seed strength": job.subseed_strength or None,
+        "Seed resize from": "{}x{}".format(*job.seed_resize_from) if job.seed_resize_from else None,
         "Clip skip": plan.clip_skip if plan.clip_skip > 1 else None,
         "RNG": RNG_SOURCE if RNG_SOURCE != "GPU" else None,
+        "Tiling": True if job.tiling and "tiling" not in result.not_applied else None,
         **extra,
+        **result.params,
         "Version": VERSION if opts["add_version_to_infotext"] else None,
     }
     return create_infotext(plan.prompt, plan.negative_prompt, params)
+
+
+def notes_of(plan: Plan, result: Result) -> list[str]:
+    """sdgate's own `info.notes`: what ran differently from the request (a demo model, a sampler stand-in, a
+    feature not applied and why), never silently."""
+    not_applied = [f"{name}: not applied ({why})" for name, why in result.not_applied.items()]
+    return list(dict.fromkeys([*plan.notes, *result.notes, *not_applied]))
 
 
 def echo(req) -> dict[str, Any]:
@@ -60,10 +76,12 @@ def respond(req, plan: Plan, result: Result, outputs_dir: Path) -> dict[str, Any
         ] + images[len(plan.originals) :]
     seeds = list(result.seeds)
     n = len(images)
+    subseeds = list(result.subseeds)  # A1111's all_subseeds: subseed + i (a gateway's answer may not say)
+    subseeds += [job.subseed + i for i in range(len(subseeds), max(n, len(seeds)))]
     extra = dict(plan.extra)
     if result.schedule and result.schedule != "Automatic":
         extra = {"Schedule type": result.schedule, **extra}
-    infotexts = [infotext(plan, result, job, seeds[i], extra) for i in range(n)]
+    infotexts = [infotext(plan, result, job, seeds[i], subseeds[i], extra) for i in range(n)]
 
     fmt = str(opts["samples_format"]).lower()
     quality = int(opts["jpeg_quality"])
@@ -100,20 +118,20 @@ def respond(req, plan: Plan, result: Result, outputs_dir: Path) -> dict[str, Any
         "seed": first_seed,
         "all_seeds": list(result.seeds),
         "subseed": plan.subseed,
-        "all_subseeds": [plan.subseed + i for i in range(count)],
-        "subseed_strength": 0,
+        "all_subseeds": subseeds[:count],
+        "subseed_strength": job.subseed_strength,
         "width": plan.width,
         "height": plan.height,
         "sampler_name": result.sampler,
         "cfg_scale": job.cfg_scale,
         "steps": job.steps,
         "batch_size": job.batch_size,
-        "restore_faces": False,
+        "restore_faces": plan.restore_faces,  # asked for; none ran (no model is shipped: see notes)
         "face_restoration_model": None,
         "sd_model_name": checkpoint_short_name(result.model),
         "sd_model_hash": result.model.hash,
-        "sd_vae_name": None,
-        "sd_vae_hash": None,
+        "sd_vae_name": result.params.get("VAE"),
+        "sd_vae_hash": result.params.get("VAE hash"),
         "seed_resize_from_w": req.seed_resize_from_w,
         "seed_resize_from_h": req.seed_resize_from_h,
         "denoising_strength": plan.denoising_strength,
@@ -126,6 +144,7 @@ def respond(req, plan: Plan, result: Result, outputs_dir: Path) -> dict[str, Any
         "is_using_inpainting_conditioning": False,
         "version": VERSION,
     }
-    if result.notes:  # sdgate's own: what ran differently from the request (a sampler stand-in, the engine used)
-        info["notes"] = list(result.notes)
+    notes = notes_of(plan, result)
+    if notes:  # sdgate's own: what ran differently from the request (a sampler stand-in, the engine used)
+        info["notes"] = notes
     return {"images": encoded, "parameters": echo(req), "info": json.dumps(info, default=lambda _: None)}

@@ -15,6 +15,9 @@ from ...upstream import ForwardSpec, UpstreamAnswer, UpstreamPlan, UpstreamReque
 from .auth import GATEWAY_PREFIX, PREFIX
 
 FORWARD_SPEC = ForwardSpec(local_prefixes=((GATEWAY_PREFIX, PREFIX),), error_shapes=("a1111",))
+# The Job's optional capabilities an A1111 gateway has request fields for (A1111's own: §2, §4-§8); the others
+# (panorama, SAG, ToMe, the safety checker, translation, enhancement) are not A1111's.
+CARRIES = frozenset({"vae", "embeddings", "hires", "tiling", "refiner", "subseed_strength", "seed_resize_from"})
 
 
 def to_upstream(job: Job) -> UpstreamPlan:
@@ -25,6 +28,9 @@ def to_upstream(job: Job) -> UpstreamPlan:
     schedule type. A1111 carries every field of a Job that changes the image."""
     choice = resolve_sampler(job.sampler, job.schedule)
     prompt = job.prompt + "".join(f" <lora:{lora.name}:{lora.weight:g}>" for lora in job.loras)
+    # A1111 finds embeddings by their names in the prompts: one asked for by name goes into the prompt
+    words = set(f"{job.prompt} {job.negative_prompt}".lower().replace(",", " ").split())
+    prompt += "".join(f", {name}" for name in job.embeddings if name.lower() not in words)
     overrides: dict[str, Any] = {}
     if job.model:
         overrides["sd_model_checkpoint"] = job.model
@@ -49,6 +55,7 @@ def to_upstream(job: Job) -> UpstreamPlan:
     }
     if job.eta is not None:
         body["eta"] = job.eta
+    body.update(_feature_fields(job, overrides))
     if overrides:
         body["override_settings"] = overrides
         body["override_settings_restore_afterwards"] = True
@@ -65,6 +72,28 @@ def to_upstream(job: Job) -> UpstreamPlan:
             body["inpaint_full_res"] = job.mask_crop_padding is not None
             body["inpaint_full_res_padding"] = job.mask_crop_padding or 0
     return UpstreamPlan(requests=[UpstreamRequest("POST", path, json=body)], notes=list(choice.notes))
+
+
+def _feature_fields(job: Job, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The A1111 request fields of the Job's variation seeds, tiling, VAE, refiner and hires pass."""
+    body: dict[str, Any] = {"subseed": job.subseed, "subseed_strength": job.subseed_strength, "tiling": job.tiling}
+    if job.seed_resize_from:
+        body["seed_resize_from_w"], body["seed_resize_from_h"] = job.seed_resize_from
+    if job.vae:
+        overrides["sd_vae"] = job.vae
+    if job.refiner is not None:
+        body["refiner_checkpoint"] = job.refiner.model
+        body["refiner_switch_at"] = job.refiner.switch_at
+    hires = job.hires
+    if hires is not None and job.init_image is None:
+        body.update({
+            "enable_hr": True, "hr_resize_x": hires.width, "hr_resize_y": hires.height,
+            "hr_upscaler": hires.upscaler, "hr_second_pass_steps": hires.steps,
+            "denoising_strength": hires.denoising_strength, "hr_checkpoint_name": hires.model,
+            "hr_sampler_name": hires.sampler, "hr_scheduler": hires.schedule,
+            "hr_prompt": hires.prompt or "", "hr_negative_prompt": hires.negative_prompt or "",
+        })
+    return body
 
 
 def from_upstream(job: Job, plan: UpstreamPlan, answers: list[UpstreamAnswer]) -> Result:
@@ -85,11 +114,13 @@ def from_upstream(job: Job, plan: UpstreamPlan, answers: list[UpstreamAnswer]) -
     if len(seeds) < len(images):
         start = int(info.get("seed", job.seed if job.seed is not None else -1))
         seeds += [start + i for i in range(len(seeds), len(images))]
+    subseeds = [int(s) for s in info.get("all_subseeds") or []][: len(images)]
     sampler = str(info.get("sampler_name") or job.sampler)
     name = str(info.get("sd_model_name") or job.model or "a1111")
     model = ModelInfo(name=name, title=name, source="a1111", kind="remote", hash=info.get("sd_model_hash"))
     return Result(
         job=job, images=images, seeds=seeds, model=model, sampler=sampler,
         schedule=str((info.get("extra_generation_params") or {}).get("Schedule type") or job.schedule or "Automatic"),
-        scheduler_class="remote", finished_at=time.time(),
+        scheduler_class="remote", finished_at=time.time(), subseeds=subseeds,
+        params={k: v for k, v in (("VAE", info.get("sd_vae_name")), ("VAE hash", info.get("sd_vae_hash"))) if v},
     )

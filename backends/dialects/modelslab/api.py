@@ -104,12 +104,10 @@ class ModelslabDialect(ModelslabUpstream):
         if not model_id:
             return self.resolve_model(None, call), []
         try:
-            return self.resolve_model(model_id, call), []
+            model, note = self.resolve_or_demo(model_id, call)
         except ModelNotFound:
-            if not self.service.demo:
-                raise ModelNotFound(f"Model not found: {model_id}", details={"model_id": model_id}) from None
-        fallback = "tiny-sdxl" if "xl" in model_id.lower() else "tiny-sd1"
-        return self.resolve_model(fallback, call), [f"model_id {model_id!r} is not configured; --demo ran {fallback}"]
+            raise ModelNotFound(f"Model not found: {model_id}", details={"model_id": model_id}) from None
+        return model, [note] if note else []
 
     def _check_loras(self, loras: list[Lora]) -> None:
         """Name every missing LoRA before queueing (the engine would find only the first, and only later)."""

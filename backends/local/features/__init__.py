@@ -10,12 +10,13 @@ from .enhance import Enhance
 from .panorama import Panorama
 from .safety import SafetyChecker
 from .sag import SelfAttentionGuidance
+from .tiling import Tiling
 from .tome import TokenMerging
 from .translate import Translate
 from .vae import Vae
 
 FEATURES: list[type[Feature]] = [Translate, Enhance, Embeddings, Vae, Panorama, SelfAttentionGuidance, TokenMerging,
-                                 SafetyChecker]
+                                 Tiling, SafetyChecker]
 
 
 def make_features(setup: Setup) -> list[Feature]:

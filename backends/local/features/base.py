@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ContextManager
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 from PIL import Image
 
@@ -28,6 +28,7 @@ class Setup:
     config: Features
     device: Any  # torch.device
     dtype: Any  # torch.dtype
+    sha256: Callable[[Path], str]  # a file's sha256 (the infotext's `VAE hash`, `TI hashes`), remembered on disk
 
 
 class Feature:
@@ -70,3 +71,4 @@ class Feature:
     def finish(self, run: "Run", images: list[Image.Image], loaded: "LoadedModel") -> list[Image.Image]:
         """The images of one call for `run`, after decoding (e.g. the safety checker)."""
         return images
+

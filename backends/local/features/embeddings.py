@@ -260,6 +260,9 @@ class Embeddings(Feature):
                          f"vocabulary; rename the file")
         if notes:
             run.not_applied["embeddings"] = "; ".join(notes)
+        if use:  # A1111's `TI hashes: "name: <sha256[:12]>, ..."` (":" and "," would break the list)
+            run.params["TI hashes"] = ", ".join(f"{re.sub('[:,]', '', e.name)}: {self.setup.sha256(e.path)[:12]}"
+                                                for e in use)
         with contextlib.ExitStack() as stack:
             for i, (tokenizer, encoder) in enumerate(_encoders(pipe) if use else []):
                 stack.enter_context(_loaded(pipe, tokenizer, encoder, [(e.name, e.tensors[i]) for e in use]))

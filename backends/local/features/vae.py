@@ -192,6 +192,10 @@ class Vae(Feature):
             return
         original = loaded.pipe.vae
         vae = self._load(source, original)
+        for run in runs:  # A1111's infotext names a VAE other than the baked-in one: `VAE hash` (files only), `VAE`
+            if source.kind == "file":
+                run.params["VAE hash"] = self.setup.sha256(Path(source.location))[:10]
+            run.params["VAE"] = source.name
         before = {id(p): p.vae for p in _pipelines(pipe, loaded)}
         try:
             for p in _pipelines(pipe, loaded):
