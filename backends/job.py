@@ -156,6 +156,9 @@ class Hires:
     schedule: str | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
+    # resize to this (w, h) first, covering width × height, then centre-crop to width × height (A1111's
+    # hr_resize_x and hr_resize_y both set); None: resize straight to width × height
+    cover: tuple[int, int] | None = None
 
 
 @dataclass

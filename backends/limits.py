@@ -36,6 +36,8 @@ def check_job(job: Job, lim: Limits) -> None:
         for side, value, most in (("hires width", hr.width, lim.max_width), ("hires height", hr.height, lim.max_height)):
             if not 64 <= value <= most or value % 8:
                 problems.append(f"{side} must be a multiple of 8 between 64 and {most} (got {value})")
+        if hr.cover is not None and (hr.cover[0] > 2 * lim.max_width or hr.cover[1] > 2 * lim.max_height):
+            problems.append(f"the hires cover size {hr.cover[0]}×{hr.cover[1]} is too large")
         if hr.width * hr.height * max(1, job.image_count) > lim.max_pixels:
             problems.append(f"the hires size {hr.width}×{hr.height}×{job.image_count} images is past "
                             f"{lim.max_pixels} pixels")

@@ -153,6 +153,15 @@ def test_hires_latent_runs_in_latent_space_and_pixel_modes_stay(http):
     assert not same(latent[0], pixel[0]) and not same(latent[0], nearest[0])
     resized, info, _ = generate(http, hr_upscaler="Latent", hr_resize_x=96, hr_resize_y=0, **base)
     assert resized[0].shape == (96, 96, 3) and "Hires resize: 96x0" in info["infotexts"][0]
+    # both sides given, another aspect: scaled to cover (128×128), then centre-cropped to 128×64, as A1111
+    cropped, info, _ = generate(http, hr_upscaler="Latent", hr_resize_x=128, hr_resize_y=64, **base)
+    assert cropped[0].shape == (64, 128, 3) and "Hires resize: 128x64" in info["infotexts"][0]
+    from backends.dialects.a1111.plan import hires_cover
+    from backends.job import Job
+
+    assert hires_cover(Job(width=64, height=64), 128, 64) == (128, 128)
+    assert hires_cover(Job(width=64, height=32), 128, 64) is None  # same aspect: no crop
+    assert hires_cover(Job(width=96, height=64), 96, 96) == (144, 96)
     r = http.post("/txt2img", json={**FAST, **base, "hr_upscaler": "ESRGAN 9x"})
     assert r.status_code == 400 and "could not find upscaler named ESRGAN 9x" in r.text
 
@@ -210,3 +219,19 @@ def test_png_info_fields_give_the_same_image(http, server, name):
     # the request's own `infotext` field fills the same fields
     by_infotext, _, _ = generate(http, infotext=text)
     assert same(by_infotext[0], first[0]), name
+
+
+# ------------------------------------------------------------------------------------------- prompt comments
+
+
+def test_prompt_comments_are_left_out(http):
+    from backends.dialects.a1111.plan import strip_comments
+
+    assert strip_comments("a fox # not this\n# nor this line\nin snow") == "a fox\nin snow"
+    assert strip_comments("no comment") == "no comment"
+    plain, _, _ = generate(http, prompt="a red fox\nin the snow")
+    commented, info, _ = generate(http, prompt="a red fox # a note to self\n# a whole line\nin the snow")
+    assert same(plain[0], commented[0]) and "note to self" not in info["infotexts"][0]
+    kept, _, _ = generate(http, prompt="a red fox # a note to self\nin the snow",
+                          override_settings={"enable_prompt_comments": False})
+    assert not same(plain[0], kept[0])

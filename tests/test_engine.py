@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
@@ -11,18 +10,9 @@ from PIL import Image, ImageDraw
 
 from backends.job import InvalidRequest, Job, UnknownSampler
 from backends.queue import JobQueue
+from imaging import pixels, png_bytes
 
 SIZE = 128
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def job(**kw) -> Job:

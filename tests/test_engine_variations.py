@@ -3,7 +3,6 @@ params the engine adds, on the tiny models (backends/local/noise.py, features/ti
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ from backends.local.hires import second_pass_steps
 from backends.local.models import ModelManager
 from backends.local.noise import ImageNoise, batch_noise, paste_centred, slerp
 from tests.tiny_vae_embeddings import write_embeddings, write_vaes
+from imaging import pixels
+from imaging import png_bytes as png
 
 SIZE = 64
 
@@ -25,16 +26,6 @@ def job(**kw) -> Job:
     base = {"prompt": "a red fox in the snow", "width": SIZE, "height": SIZE, "steps": 3, "seed": 1234,
             "sampler": "Euler"}
     return Job(**{**base, **kw})
-
-
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def close(a: Image.Image, b: Image.Image, levels: int = 2) -> bool:

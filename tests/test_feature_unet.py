@@ -4,7 +4,6 @@ model left as it was for the next job (byte-identical to a fresh engine's), batc
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -12,21 +11,13 @@ from PIL import Image
 
 from backends.config import Features
 from backends.job import InvalidRequest, Job
+from imaging import pixels
+from imaging import png_bytes as png
 
 MODELS = ["tiny-sd1", "tiny-sdxl"]
 # The tiny UNets' sample_size is 64 latents (512 px), as SD1.5's: a panorama narrower than that is one window,
 # i.e. the plain job. 64×1024 is 9 windows of 8×64 latents at stride 8.
 WIDE = dict(width=1024, height=64)
-
-
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def job(**kw) -> Job:

@@ -119,11 +119,16 @@ def hires_pass(second: SecondPass, hires: Hires, first, seeds: list[int], job: J
                noise=None) -> list[Image.Image]:
     """`first`: the first pass's latents (latent upscalers) or PIL images (pixel ones) → the final images.
     `noise`: the images' ImageNoise specs when some vary (variation seeds), else None (diffusers' own draw)."""
+    cover_w, cover_h = hires.cover or (hires.width, hires.height)
     if hires.upscaler in LATENT_MODES:
-        image = upscale_latents(first, hires.width, hires.height, hires.upscaler)
+        image = upscale_latents(first, cover_w, cover_h, hires.upscaler)
+        left, top = (cover_w - hires.width) // 16, (cover_h - hires.height) // 16  # A1111: (cover − target) // 8 / 2
+        image = image[:, :, top : top + hires.height // 8, left : left + hires.width // 8]
     else:
         resample = PIXEL_MODES.get(hires.upscaler, Image.LANCZOS)
-        image = [im.resize((hires.width, hires.height), resample) for im in first]
+        left, top = (cover_w - hires.width) // 2, (cover_h - hires.height) // 2
+        image = [im.resize((cover_w, cover_h), resample).crop((left, top, left + hires.width, top + hires.height))
+                 for im in first]
     total, strength = second_pass_steps(hires.steps or job.steps, hires.denoising_strength)
     pipe = second.pipe
     pipe.scheduler = make_scheduler(second.loaded.base_scheduler, second.choice, seed=seeds)

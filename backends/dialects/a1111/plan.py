@@ -163,9 +163,26 @@ def vae_for(sd_vae: str | None, call: Call) -> str | None:
     return str(sd_vae)
 
 
+def strip_comments(text: str) -> str:
+    """A1111's prompt comments (option `enable_prompt_comments`): from `#` to the end of its line is left out, and
+    a line that held only a comment goes with it."""
+    if "#" not in text:
+        return text
+    lines = []
+    for line in text.split("\n"):
+        kept, hash_, _ = line.partition("#")
+        if not hash_:
+            lines.append(line)
+        elif kept.strip():
+            lines.append(kept.rstrip())
+    return "\n".join(lines)
+
+
 def base_job(api: A1111Dialect, req, opts: dict[str, Any], overrides: dict[str, Any], task: str,
              call: Call, notes: list[str]) -> tuple[Job, dict]:
     prompt, negative = api.styles.apply(req.prompt or "", req.negative_prompt or "", req.styles)
+    if opts["enable_prompt_comments"]:
+        prompt, negative = strip_comments(prompt), strip_comments(negative)
     sampler = req.sampler_name or req.sampler_index or DEFAULT_SAMPLER
     resolve_sampler(sampler, req.scheduler)  # fail before queueing: unknown names list the valid ones
     preview_every = int(opts["show_progress_every_n_steps"]) if opts["live_previews_enable"] else 0
@@ -248,8 +265,15 @@ def _hires_target(req: Txt2ImgRequest, job: Job, plan: Plan) -> tuple[int, int, 
         return rx, rx * job.height // job.width, key
     if not rx:
         return ry * job.width // job.height, ry, key
-    # both set: A1111 covers, then centre-crops; the engine's second pass has no crop, so the target is stretched
     return rx, ry, key
+
+
+def hires_cover(job: Job, target_w: int, target_h: int) -> tuple[int, int] | None:
+    """hr_resize_x and hr_resize_y both set: A1111 scales to cover the target keeping the aspect, then centre-crops;
+    None when the target already has the first pass's aspect."""
+    scale = max(target_w / job.width, target_h / job.height)
+    cover = (max(target_w, int(job.width * scale) // 8 * 8), max(target_h, int(job.height * scale) // 8 * 8))
+    return None if cover == (target_w, target_h) else cover
 
 
 def _chosen(req: Txt2ImgRequest, name: str) -> str | None:
@@ -277,6 +301,9 @@ def plan_hires(api: A1111Dialect, req: Txt2ImgRequest, plan: Plan, call: Call) -
     resolve_sampler(sampler or job.sampler, schedule or job.schedule)
     prompt = api.styles.apply(req.hr_prompt, "", req.styles)[0] if req.hr_prompt else None
     negative = api.styles.apply("", req.hr_negative_prompt, req.styles)[1] if req.hr_negative_prompt else None
+    if plan.opts["enable_prompt_comments"]:
+        prompt = strip_comments(prompt) if prompt is not None else None
+        negative = strip_comments(negative) if negative is not None else None
     if prompt is not None:
         extra["Hires prompt"] = prompt
     if negative is not None:
@@ -291,10 +318,12 @@ def plan_hires(api: A1111Dialect, req: Txt2ImgRequest, plan: Plan, call: Call) -
     denoising = req.denoising_strength if req.denoising_strength is not None else HIRES_DEFAULT_DENOISING
     plan.denoising_strength = denoising
     plan.extra = {"Denoising strength": denoising, **plan.extra, **extra}
+    width, height = floor8(target_w, "hires width"), floor8(target_h, "hires height")
+    cover = hires_cover(job, width, height) if req.hr_resize_x and req.hr_resize_y else None
     job.hires = Hires(
-        width=floor8(target_w, "hires width"), height=floor8(target_h, "hires height"), upscaler=upscaler,
-        steps=req.hr_second_pass_steps or 0, denoising_strength=denoising, model=model, sampler=sampler,
-        schedule=schedule, prompt=prompt, negative_prompt=negative,
+        width=width, height=height, upscaler=upscaler, steps=req.hr_second_pass_steps or 0,
+        denoising_strength=denoising, model=model, sampler=sampler, schedule=schedule, prompt=prompt,
+        negative_prompt=negative, cover=cover,
     )
 
 

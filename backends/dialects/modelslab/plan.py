@@ -12,8 +12,6 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
-
 from ...config import Features
 from ...infotext import create_infotext
 from ...job import Hires, InvalidRequest, Job, ModelInfo, Result, Style, UnknownSampler
