@@ -135,7 +135,9 @@ def add_script_block(fields: Fields, task: str, key: str) -> ScriptFields:
         name = "script" if component is block.dropdown else component.elem_id.removeprefix(f"{key}_")
         if name in fields.components:  # two arguments with one label would share a field
             raise ValueError(f"script field {name!r} is already a field of {key}")
-        fields.add(name, component)
+        # the dropdown is not kept across reloads (as A1111): restoring it would switch its groups by a server
+        # round trip on every page load; its arguments are kept
+        fields.add(name, component, persist=name != "script")
         names.append(name)
     return ScriptFields(block, names)
 
@@ -278,8 +280,10 @@ def build_a1111_tab(blocks: gr.Blocks, service, task: str, files: ResultFiles) -
                                         elem_classes="sdg-seed-tool")
                 reuse_seed = gr.Button("Reuse", size="sm", min_width=64, scale=0, elem_id=f"{key}_reuse_seed",
                                        elem_classes="sdg-seed-tool")
+                # not kept across reloads: restoring it would show its rows through a server round trip on every
+                # page load (and a page closed meanwhile aborts it); the rows' own values are kept
                 extras = fields.add("seed_enable_extras", gr.Checkbox(
-                    False, label="Extra", elem_id=f"{key}_subseed_show", scale=0, min_width=80))
+                    False, label="Extra", elem_id=f"{key}_subseed_show", scale=0, min_width=80), persist=False)
             subseed_tools = seed_extras_rows(fields, key, limits, extras)
             with gr.Row(elem_classes="sdg-flags"):
                 fields.add("restore_faces", gr.Checkbox(False, label="Restore faces", elem_id=f"{key}_restore_faces"))
