@@ -11,15 +11,12 @@ MAX_UPSCALE_SIDE = 16384
 
 # Pixel-space upscalers this server has (A1111's built-ins; model upscalers such as ESRGAN are not shipped).
 UPSCALERS: dict[str, Any] = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
-# Hires-fix latent modes (§3.7). Hires runs in pixel space here, so each maps to the nearest Pillow filter.
-LATENT_UPSCALE_MODES: dict[str, Any] = {
-    "Latent": Image.Resampling.BILINEAR,
-    "Latent (antialiased)": Image.Resampling.BILINEAR,
-    "Latent (bicubic)": Image.Resampling.BICUBIC,
-    "Latent (bicubic antialiased)": Image.Resampling.BICUBIC,
-    "Latent (nearest)": Image.Resampling.NEAREST,
-    "Latent (nearest-exact)": Image.Resampling.NEAREST,
-}
+# Hires-fix latent modes (§3.7), by name: the engine resizes the latents with them (backends/local/hires.py
+# LATENT_MODES holds their interpolation; a dialect does not import the engine).
+LATENT_UPSCALE_MODES: tuple[str, ...] = (
+    "Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
 
 
 def resize_image(
