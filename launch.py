@@ -59,11 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offload", action="store_true",
                    help="GPU: keep each model part on the GPU only while it runs (small-memory GPUs)")
     p.add_argument("--demo", action="store_true", help="serve the built-in tiny random-weight models")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the engine as Ray Serve replicas ([ray] in --config): on the cluster at ADDRESS "
+                        "(e.g. auto, 10.0.0.5:6379), or with no ADDRESS on a Ray instance started here "
+                        "(needs pip install -e '.[ray]')")
     return p
 
 
 def config_from_args(args: argparse.Namespace):
-    from backends.config import Config, parse_credentials
+    from backends.config import Config, ConfigError, parse_credentials
 
     cfg = Config.from_toml(args.config) if args.config else Config()
     if args.port is not None:
@@ -87,6 +91,14 @@ def config_from_args(args: argparse.Namespace):
 
         cfg.security.cors_allow_origins = parse_origins(args.cors_allow_origins)
     cfg.demo = cfg.demo or args.demo
+    if args.ray is not None:
+        cfg.ray.enabled = True
+        cfg.ray.address = args.ray or cfg.ray.address
+    if cfg.ray.enabled:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--ray needs Ray Serve: pip install -e '.[ray]'")
     return cfg
 
 

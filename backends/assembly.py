@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from .config import Config, ConfigError
 from .dialects import registry
 from .job import LOCAL, Job, ModelInfo, ModelNotFound, QueueFull, Result, Route, SdgateError, Style
 from .keys import ApiKeys, is_admin
+from .local.devices import cpu_engine, pick_device, pick_dtype
 from .local.engine import LocalEngine
 from .local.features.embeddings import family_widths, list_embeddings
 from .local.features.embeddings import library as embedding_library
@@ -77,70 +76,6 @@ _watchers: contextvars.ContextVar[tuple[Callable[[Ticket], None], ...]] = contex
 # a CPU gains only the per-call overhead). A GPU at 512² keeps gaining up to 8 in diffusers' own measurements.
 DEFAULT_MAX_BATCH = {"cpu": 8, "cuda": 8, "mps": 4}
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def pick_device(name: str) -> str:
-    if name != "auto":
-        available = {
-            "cpu": True,
-            "cuda": torch.cuda.is_available(),
-            "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-        }
-        if not available.get(name, False):
-            raise ConfigError(f"--device {name}: no such device on this machine")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-@functools.lru_cache(maxsize=1)
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX), where bf16 weights run the UNet in about
-    half fp32's time. Not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`: that is true on any AVX-512 CPU, which
-    only emulates bf16 (slower than fp32)."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # a torch without these probes: the kernel's CPU flags (Linux)
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
-
-
-def pick_dtype(name: str, device: str) -> torch.dtype:
-    if name == "auto":
-        # Half precision where the device is made for it, bf16 on a CPU that computes it natively; fp32 on other
-        # CPUs (and with --dtype fp32) keeps results exact and portable.
-        if device in ("cuda", "mps"):
-            return torch.float16
-        return torch.bfloat16 if device == "cpu" and native_bf16() else torch.float32
-    return DTYPES[name]
-
-
-CPU_ENGINES = ("torch", "openvino")
-
-
-def cpu_engine(config: Config, device: str) -> str:
-    """`[server] cpu_engine` checked: "openvino" needs the package, and applies only when the device is the CPU."""
-    if config.cpu_engine not in CPU_ENGINES:
-        raise ConfigError(f"cpu_engine {config.cpu_engine!r}: expected one of {', '.join(CPU_ENGINES)}")
-    if config.cpu_engine != "openvino":
-        return "torch"
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        raise ConfigError("cpu_engine openvino: the openvino package is not installed (pip install openvino)") from None
-    if device != "cpu":
-        log.warning("cpu_engine openvino applies to the CPU only; the device is %s, where torch runs", device)
-        return "torch"
-    return "openvino"
-
-
 @dataclass(eq=False)  # identity, not equality: one dialect set per service (dialects/registry.py)
 class LocalService:
     """The Service: this machine's engine and queue, and the relay when gateways are configured."""
@@ -156,6 +91,7 @@ class LocalService:
     rate_limit: "RateLimit | None" = None  # `[queue] rate_limit` per owner
     aliases: dict[str, str] = field(default_factory=dict)  # every model alias, `gateway:` targets included
     metrics: Metrics | None = None  # Prometheus metrics of the local queue (GET /metrics)
+    cluster: object = None  # the Ray Serve replicas the queue's batches run on (--ray: backends/cluster/)
 
     @property
     def demo(self) -> bool:
@@ -295,6 +231,8 @@ class LocalService:
 
     def close(self) -> None:
         self.queue.close()
+        if self.cluster is not None:
+            self.cluster.close()
         if self.relay is not None:
             self.relay.close()
 
@@ -349,18 +287,27 @@ def create_service(config: Config) -> LocalService:
         cpu_offload=config.offload,
         compile=config.compile,
     )
+    if config.ray.enabled:  # this process only checks and batches jobs; the replicas pick their own engine
+        engine_kind = "torch"
     engine = LocalEngine(models, config.limits, cpu_engine=engine_kind, threads=config.threads,
                          features=config.features)
     serving = config.serving
     metrics = Metrics(device)  # per service: its own registry
-    queue = JobQueue(engine, max_pending=config.max_pending, max_pending_per_owner=serving.max_pending_per_owner,
+    runner, workers, cluster = engine, 1, None
+    if config.ray.enabled:  # the engine runs on Ray Serve replicas; this process keeps the queue (backends/cluster/)
+        from .cluster.deploy import Cluster
+
+        cluster = Cluster(config, engine, [metrics])
+        runner, workers = cluster.runner, cluster.workers
+    queue = JobQueue(runner, max_pending=config.max_pending, max_pending_per_owner=serving.max_pending_per_owner,
                      max_batch=serving.max_batch or DEFAULT_MAX_BATCH.get(device, 4), gather_s=serving.gather_ms / 1000,
-                     listeners=[metrics])
+                     listeners=[metrics], workers=workers)
     metrics.watch(queue)
     rate_limit = RateLimit(serving.rate_limit) if serving.rate_limit else None
     service = LocalService(config, models, engine, queue, device, dtype, ApiKeys(config.raw), relay, rate_limit,
                            aliases)
     service.metrics = metrics
+    service.cluster = cluster
     if relay is not None:
         relay.codec_for = lambda style: registry.dialect(service, style)  # the styles' reverse pairs
     return service

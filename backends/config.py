@@ -72,6 +72,35 @@ class Features:
         return default if default.is_dir() else None
 
 
+@dataclass
+class Cluster:
+    """`[ray]` (and `launch.py --ray [ADDRESS]`): the engine as a Ray Serve deployment (backends/cluster/); this
+    process stays the one ingress that owns job ids, owners, fairness, history and outputs."""
+
+    enabled: bool = False  # --ray, or `enabled = true` here
+    address: str | None = None  # a running cluster ("auto", "host:6379", "ray://host:10001"); None: start one here
+    replicas: int = 1  # a fixed number of engine replicas (ignored when min/max_replicas autoscale)
+    min_replicas: int | None = None  # both set: Serve autoscales between them on the requests in flight
+    max_replicas: int | None = None
+    num_gpus: float | None = None  # per replica; None: 1 when the cluster has GPUs, else 0
+    num_cpus: float = 1.0  # per replica (a CPU replica also runs this many torch threads)
+    models_per_replica: int = 1  # pipelines one replica keeps loaded (Serve's multiplexing evicts the LRU one)
+    models_dir: str | None = None  # where replicas find the models; None: this server's models_dir (same path)
+    retries: int = 1  # a batch whose replica died is sent again this many times (0: it fails at once)
+
+    def counts(self) -> tuple[int, int]:
+        """(min, max) replicas: a fixed number, or the autoscaling range."""
+        if self.min_replicas is not None or self.max_replicas is not None:
+            low = self.min_replicas if self.min_replicas is not None else 1
+            high = self.max_replicas if self.max_replicas is not None else max(low, self.replicas)
+            if not 0 <= low <= high or high < 1:
+                raise ConfigError(f"[ray] min_replicas {low} / max_replicas {high}: need 0 <= min <= max, max >= 1")
+            return low, high
+        if self.replicas < 1:
+            raise ConfigError(f"[ray] replicas {self.replicas}: at least 1")
+        return self.replicas, self.replicas
+
+
 class ConfigError(ValueError):
     """A bad flag or config value; launch.py prints it on one line and exits with code 2."""
 
@@ -113,6 +142,7 @@ class Config:
     serving: Serving = field(default_factory=Serving)
     security: Security = field(default_factory=Security)
     features: Features = field(default_factory=Features)
+    ray: Cluster = field(default_factory=Cluster)
     raw: dict[str, Any] = field(default_factory=dict)  # the whole TOML, for sections other modules own
 
     def all_aliases(self) -> dict[str, str]:
@@ -147,6 +177,7 @@ class Config:
             cfg.serving = Serving(**data.get("queue", {}))
             cfg.security = Security(**data.get("security", {}))
             cfg.features = Features(**data.get("features", {}))
+            cfg.ray = Cluster(**data.get("ray", {}))
             cfg.api_auth = parse_credentials(server.get("api_auth"), "api_auth")
             cfg.auth = parse_credentials(server.get("auth"), "auth")
         except (TypeError, ValueError) as e:

@@ -93,6 +93,14 @@ class GenerationFailed(SdgateError):
     code = "generation_failed"
 
 
+class WorkerLost(SdgateError):
+    """The engine replica running the job stopped (its process or machine died: backends/cluster/); the server
+    goes on and a new replica takes its place, so trying again shortly works."""
+
+    status = 503
+    code = "worker_lost"
+
+
 # ------------------------------------------------------------------------------------ styles and routes
 
 
@@ -293,6 +301,7 @@ class Result:
     subseeds: list[int] = field(default_factory=list)  # the variation seed of each image (A1111's all_subseeds)
     # generation parameters the engine adds for the infotext, in A1111's keys ("VAE hash", "VAE", "TI hashes", ...)
     params: dict[str, Any] = field(default_factory=dict)
+    worker: str | None = None  # the Ray Serve replica(s) that ran it (backends/cluster/); None: this process
 
 
 @dataclass

@@ -71,6 +71,11 @@ class Metrics:
         self.memory = Gauge("sdgate_device_memory_bytes", "Memory in use for generation: torch.cuda."
                             "memory_allocated on CUDA (kind=cuda_allocated), else the process's resident memory "
                             "(kind=process_rss)", ["kind"], registry=registry)
+        self.worker_calls = Counter("sdgate_worker_calls", "Pipeline batches each engine replica ran (--ray: "
+                                    "backends/cluster/)", ["worker"], registry=registry)
+        self.model_loads = Gauge("sdgate_worker_model_loads", "Times each engine replica has loaded each model "
+                                 "(--ray); it grows only when a replica switches models", ["worker", "model"],
+                                 registry=registry)
         cuda = device == "cuda"
         self.memory.labels("cuda_allocated" if cuda else "process_rss").set_function(
             self._cuda_allocated if cuda else rss_bytes)
@@ -112,6 +117,12 @@ class Metrics:
         self.call_seconds.observe(seconds)
         if steps > 0:
             self.step_seconds.observe(seconds / steps)
+
+    def on_worker(self, worker: str, loads: dict[str, int]) -> None:
+        """A replica ran a batch (backends/cluster/runner.py); `loads`: its model loads so far."""
+        self.worker_calls.labels(worker).inc()
+        for model, count in loads.items():
+            self.model_loads.labels(worker, model).set(count)
 
     # ------------------------------------------------------------------------------------ the page
 

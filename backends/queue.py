@@ -17,6 +17,9 @@ runs on the worker. What it adds to a plain FIFO (docs/architecture.md, "Serving
   caller went away.
 
 Callers get a `Ticket`: a future for the Result plus live progress and the interrupt/skip switches for that job.
+
+With `workers > 1` (the Ray Serve runner, backends/cluster/: one worker per replica) several batches run at once,
+each on its own worker thread; the order they are picked in is the same fair order.
 """
 
 from __future__ import annotations
@@ -135,7 +138,7 @@ class Listener(Protocol):
 
 class JobQueue:
     def __init__(self, runner: Runner, *, max_pending: int = 64, max_pending_per_owner: int = 16,
-                 max_batch: int = 8, gather_s: float = 0.0, listeners: Iterable[Any] = ()):
+                 max_batch: int = 8, gather_s: float = 0.0, listeners: Iterable[Any] = (), workers: int = 1):
         self.runner = runner
         self.max_pending = max_pending
         self.max_pending_per_owner = max_pending_per_owner
@@ -144,14 +147,16 @@ class JobQueue:
         self.listeners = list(listeners)
         self._waiting: dict[str, collections.deque[Ticket]] = {}  # owner → its tickets, in order
         self._last_served: dict[str, float] = {}  # owner → when its last batch started
-        self._running: list[Ticket] = []
+        self._running: list[Ticket] = []  # the tickets of every batch running now (one per worker)
         self._tickets: collections.OrderedDict[str, Ticket] = collections.OrderedDict()  # id → ticket
         self._cond = threading.Condition()
         self._closed = False
         self._step_seconds = DEFAULT_STEP_SECONDS  # per step and megapixel-image, measured (moving average)
         self.calls = 0  # pipeline batches run (for bench/serving.py and the tests)
-        self._worker = threading.Thread(target=self._work, name="sdgate-worker", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._work, name=f"sdgate-worker-{n}", daemon=True)
+                         for n in range(max(1, workers))]
+        for worker in self._workers:
+            worker.start()
 
     # ------------------------------------------------------------------------------------------ submitting
 
@@ -283,7 +288,9 @@ class JobQueue:
 
     def close(self, timeout: float = 10.0) -> None:
         self.stop_accepting()
-        self._worker.join(timeout)
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------------------------------ the worker
 
@@ -299,14 +306,16 @@ class JobQueue:
                 time.sleep(self.gather_s)  # woken from idle: let batch-mates arrive ([queue] gather_ms)
             with self._cond:
                 members = self._pick()
-                self._running = members
+                self._running = [*self._running, *members]
                 for t in members:
                     t.progress.position = 0
                 self._estimate()
             if members:
-                self._execute(members)
-            with self._cond:
-                self._running = []
+                try:
+                    self._execute(members)
+                finally:
+                    with self._cond:
+                        self._running = [t for t in self._running if t not in members]
 
     def _pick(self) -> list[Ticket]:
         """The next batch: the least recently served owner's next job, then batch-mates with its key, taken
@@ -445,11 +454,12 @@ class JobQueue:
             t.eta = running + self._work_units(t, max(0, t.job.n_iter - p.batch_no - 1)) * self._step_seconds
         ahead = running
         busy = 1 if self._running else 0
+        parallel = len(self._workers)  # batches that run at once (replicas); the estimate assumes they share evenly
         for ticket, calls in self._order():
-            ticket.progress.position = calls + busy
+            ticket.progress.position = calls // parallel + busy
             done = getattr(ticket.run, "batch_no", 0)
             ticket.eta = ahead + self._work_units(ticket, ticket.job.n_iter - done) * self._step_seconds
-            ahead += self._work_units(ticket) * self._step_seconds
+            ahead += self._work_units(ticket) * self._step_seconds / parallel
 
     @property
     def closed(self) -> bool:

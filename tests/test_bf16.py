@@ -1,4 +1,4 @@
-"""bf16 on CPUs that compute it (backends/assembly.py `native_bf16`, `pick_dtype`): `--dtype auto` picks it there and
+"""bf16 on CPUs that compute it (backends/local/devices.py `native_bf16`, `pick_dtype`): `--dtype auto` picks it there and
 fp32 elsewhere, `--dtype fp32` stays the exact fp32 path, and a bf16 server answers every API style with sane images
 (finite activations, not blank, the asked size): LoRAs, prompt weighting, img2img, inpainting, hires fix, batches,
 batched concurrent requests and previews included. The rest of the suite pins fp32 (tests/live.py)."""
@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from backends import assembly
+from backends.local import devices
 from backends.config import Config
 from backends.job import Job
 from live import start_live_server
@@ -39,13 +40,13 @@ RAW = {
 
 
 def test_auto_is_bf16_exactly_when_the_cpu_computes_it(monkeypatch):
-    monkeypatch.setattr(assembly, "native_bf16", lambda: True)
-    assert assembly.pick_dtype("auto", "cpu") == torch.bfloat16
-    assert assembly.pick_dtype("auto", "cuda") == torch.float16  # GPUs keep fp16
-    assert assembly.pick_dtype("fp32", "cpu") == torch.float32
-    monkeypatch.setattr(assembly, "native_bf16", lambda: False)
-    assert assembly.pick_dtype("auto", "cpu") == torch.float32
-    assert assembly.pick_dtype("bf16", "cpu") == torch.bfloat16  # asked for: given, native or not
+    monkeypatch.setattr(devices, "native_bf16", lambda: True)
+    assert devices.pick_dtype("auto", "cpu") == torch.bfloat16
+    assert devices.pick_dtype("auto", "cuda") == torch.float16  # GPUs keep fp16
+    assert devices.pick_dtype("fp32", "cpu") == torch.float32
+    monkeypatch.setattr(devices, "native_bf16", lambda: False)
+    assert devices.pick_dtype("auto", "cpu") == torch.float32
+    assert devices.pick_dtype("bf16", "cpu") == torch.bfloat16  # asked for: given, native or not
 
 
 def test_native_bf16_agrees_with_the_cpu_flags():
@@ -53,7 +54,7 @@ def test_native_bf16_agrees_with_the_cpu_flags():
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         pytest.skip("no /proc/cpuinfo here")
-    assert assembly.native_bf16() == bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    assert devices.native_bf16() == bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
 def test_the_precision_line_at_startup(capsys, monkeypatch):
@@ -90,7 +91,7 @@ def test_fp32_stays_the_exact_fp32_path(tmp_path, monkeypatch, engine):
         first, second = (_png(fp32.engine.generate(Job(**job)).images[0]) for _ in range(2))
     finally:
         fp32.close()
-    monkeypatch.setattr(assembly, "native_bf16", lambda: False)
+    monkeypatch.setattr(devices, "native_bf16", lambda: False)
     auto = service("auto")
     try:
         assert auto.dtype == torch.float32

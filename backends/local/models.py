@@ -20,7 +20,8 @@ import os
 import re
 import shutil
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -150,6 +151,7 @@ class ModelManager:
         self.compile = compile
         self._models: list[ModelInfo] | None = None
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self.loads: Counter[str] = Counter()  # model name → times loaded (a Ray replica reports it: cluster/)
         self._hashes = _HashCache(self.models_dir / HASH_CACHE_NAME)
         self._lock = threading.RLock()  # the listing, the hash cache and the pipeline cache
         self._load_lock = threading.Lock()  # one load at a time; listing stays answerable meanwhile
@@ -265,7 +267,11 @@ class ModelManager:
                     return self._cache[info.source]
                 while len(self._cache) >= self.cache_size:  # free memory before loading the next one
                     self._drop(next(iter(self._cache)))
+            t0 = time.perf_counter()
             pipe = self._load(info)
+            self.loads[info.name] += 1
+            log.info("loaded model %s in %.1f s (load %d of it here)", info.name, time.perf_counter() - t0,
+                     self.loads[info.name])
             family = family_of(pipe)
             with self._lock:
                 if info.family != family:  # e.g. a .ckpt, whose family is known only once loaded

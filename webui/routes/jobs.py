@@ -70,6 +70,7 @@ class JobStatus(BaseModel):
     started_at: Optional[float] = None
     finished_at: Optional[float] = None
     interrupted: bool = False
+    worker: Optional[str] = Field(None, description="the engine replica running it, or that ran it (--ray)")
     error: Optional[str] = None
     preview: Optional[str] = Field(None, description="data URI of the latest preview (with ?preview=true)")
     images: list[ImageRef] = Field(default_factory=list)
@@ -123,7 +124,7 @@ def create_router(service) -> APIRouter:
             batches=p.batch_count, progress=1.0 if state == "done" else p.fraction,
             eta=round(ticket.eta, 2) if ticket.eta is not None and state in ("queued", "running") else None,
             submitted_at=ticket.submitted_at, started_at=p.started_at, finished_at=ticket.finished_at,
-            interrupted=bool(ticket.interrupted),
+            interrupted=bool(ticket.interrupted), worker=getattr(ticket.run, "worker", None),
         )
         if preview and p.preview is not None and state == "running":
             status.preview = "data:image/png;base64," + encode_base64(p.preview, "png")
@@ -134,6 +135,7 @@ def create_router(service) -> APIRouter:
             elif not ticket.images_forgotten:
                 result = ticket.future.result()
                 status.interrupted = bool(result.interrupted)
+                status.worker = result.worker
                 status.images = [ImageRef(url=f"/jobs/{ticket.id}/images/{i}",
                                           seed=result.seeds[i] if i < len(result.seeds) else None)
                                  for i in range(len(result.images))]

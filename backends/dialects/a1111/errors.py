@@ -91,7 +91,8 @@ def error_body(exc: BaseException) -> tuple[int, Any, dict[str, str]]:
         return status_code, _http_body(detail), dict(getattr(exc, "headers", None) or {})
     if isinstance(exc, SdgateError):
         # busy: 503 with Retry-After, so webuiapi scripts and proxies know when to come back
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else {}
+        headers = ({"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull)
+                   else {"Retry-After": "5"} if exc.status == 503 else {})  # a replica lost, a model not loadable now
         return exc.status, {"error": type(exc).__name__, "detail": exc.message, "body": "", "errors": str(exc)}, headers
     return 500, {"error": type(exc).__name__, "detail": "", "body": "", "errors": str(exc)}, {}
 
