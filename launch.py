@@ -97,6 +97,8 @@ def config_from_args(args: argparse.Namespace):
     if cfg.ray.enabled:
         import importlib.util
 
+        cfg.ray.counts()  # a bad replica range is one line, before any model or Ray work
+
         if importlib.util.find_spec("ray") is None:
             raise ConfigError("--ray needs Ray Serve: pip install -e '.[ray]'")
     return cfg

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -174,12 +174,22 @@ class Config:
             cfg.model_cache_size = int(models.get("cache_size", cfg.model_cache_size))
             cfg.model_aliases = {str(k): str(v) for k, v in models.get("aliases", {}).items()}
             cfg.limits = Limits(**{k: int(v) for k, v in limits.items()})
-            cfg.serving = Serving(**data.get("queue", {}))
-            cfg.security = Security(**data.get("security", {}))
-            cfg.features = Features(**data.get("features", {}))
-            cfg.ray = Cluster(**data.get("ray", {}))
+            cfg.serving = _section(Serving, "queue", data)
+            cfg.security = _section(Security, "security", data)
+            cfg.features = _section(Features, "features", data)
+            cfg.ray = _section(Cluster, "ray", data)
             cfg.api_auth = parse_credentials(server.get("api_auth"), "api_auth")
             cfg.auth = parse_credentials(server.get("auth"), "auth")
         except (TypeError, ValueError) as e:
             raise ConfigError(f"config file {path}: {e}") from None
         return cfg
+
+
+def _section(cls, name: str, data: dict[str, Any]):
+    """The TOML table `[name]` as a `cls`; a misspelt setting is named with the valid ones."""
+    table = data.get(name, {})
+    known = [f.name for f in fields(cls)]
+    unknown = [key for key in table if key not in known]
+    if unknown:
+        raise ValueError(f"[{name}] has no setting {unknown[0]!r}; valid: {', '.join(known)}")
+    return cls(**table)

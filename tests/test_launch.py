@@ -123,3 +123,26 @@ def test_gpu_flags_reach_the_config():
     assert cfg.compile and cfg.offload and cfg.cpu_engine == "openvino"
     plain = config_from_args(build_parser().parse_args([]))
     assert not plain.compile and not plain.offload and plain.cpu_engine == "torch"
+
+
+def test_ray_flag_and_section_reach_the_config(tmp_path):
+    from launch import build_parser, config_from_args
+
+    plain = config_from_args(build_parser().parse_args([]))
+    assert not plain.ray.enabled
+    local = config_from_args(build_parser().parse_args(["--ray"]))
+    assert local.ray.enabled and local.ray.address is None  # a Ray instance of this machine
+    (tmp_path / "c.toml").write_text('[ray]\naddress = "auto"\nmin_replicas = 1\nmax_replicas = 4\nnum_gpus = 1\n')
+    joined = config_from_args(build_parser().parse_args(["--ray", "10.0.0.5:6379", "--config", str(tmp_path / "c.toml")]))
+    assert joined.ray.address == "10.0.0.5:6379" and joined.ray.counts() == (1, 4) and joined.ray.num_gpus == 1
+    from_file = config_from_args(build_parser().parse_args(["--config", str(tmp_path / "c.toml")]))
+    assert not from_file.ray.enabled and from_file.ray.address == "auto"
+
+
+@pytest.mark.parametrize("section", ["[ray]\nmin_replicas = 3\nmax_replicas = 1\n", "[ray]\nreplica = 2\n"])
+def test_bad_ray_settings_give_one_line_before_ray_starts(tmp_path, section):
+    (tmp_path / "c.toml").write_text(section)
+    proc = run_launch("--demo", "--ray", "--config", "c.toml", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("launch.py: error:") and "ray" in lines[0], proc.stderr

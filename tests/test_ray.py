@@ -180,8 +180,8 @@ def submit(url: str, body: dict) -> str:
     return answer.json()["id"]
 
 
-def status(url: str, job_id: str) -> dict:
-    answer = httpx.get(f"{url}/jobs/{job_id}", timeout=30)
+def status(url: str, job_id: str, preview: bool = False) -> dict:
+    answer = httpx.get(f"{url}/jobs/{job_id}", params={"preview": "true"} if preview else {}, timeout=30)
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -197,8 +197,11 @@ def test_jobs_by_id_and_an_interrupt_stops_only_its_own_job(cluster):
     first = {**LONG, "width": 256, "height": 256, "seed": 5}
     second = {**LONG, "width": 256, "height": 192, "seed": 6, "steps": 40}
     a, b = submit(url, first), submit(url, second)
-    running = wait_for(lambda: (s := status(url, a))["state"] == "running" and s["step"] >= 1 and s, "job a running")
-    assert running["worker"] and running["steps"] == 150
+    # A1111's default live previews (every 10 steps) come back from the replica with the steps
+    running = wait_for(lambda: (s := status(url, a, preview=True))["state"] == "running" and s["preview"] and s,
+                       "job a running, with a preview")
+    assert running["worker"] and running["steps"] == 150 and running["step"] >= 10
+    assert running["preview"].startswith("data:image/png;base64,")
     assert httpx.delete(f"{url}/jobs/{a}", timeout=30).status_code in (200, 202)
     done_a, done_b = finished(url, a), finished(url, b)
     assert done_a["state"] == "done" and done_a["interrupted"] and done_a["worker"], done_a
@@ -210,6 +213,22 @@ def test_jobs_by_id_and_an_interrupt_stops_only_its_own_job(cluster):
     assert same_pixels(decoded(image.content), decoded(expected))
     # the interrupted job kept what it had: one image, stopped long before its 150 steps
     assert len(done_a["images"]) == 1 and done_a["step"] < 150
+
+
+def test_skip_reaches_the_replica_and_the_next_batch_runs(cluster):
+    _, url, reference, _ = cluster
+    body = {**LONG, "width": 128, "height": 128, "seed": 21, "n_iter": 2}
+    job = submit(url, body)
+    wait_for(lambda: (s := status(url, job))["state"] == "running" and s["step"] >= 2 and s["batch"] == 0,
+             "the first batch running")
+    assert httpx.post(url + "/sdapi/v1/skip", timeout=30).status_code == 200
+    done = finished(url, job)
+    assert done["state"] == "done" and not done["interrupted"] and len(done["images"]) == 2, done
+    assert [image["seed"] for image in done["images"]] == [21, 22]
+    got = [decoded(httpx.get(url + image["url"], timeout=30).content) for image in done["images"]]
+    expected = [decoded(b64) for b64 in a1111(reference.url, **body).json()["images"]]
+    assert not same_pixels(got[0], expected[0])  # the skipped batch stopped early: a less denoised image
+    assert same_pixels(got[1], expected[1])  # the next batch ran whole, unaffected
 
 
 def test_two_models_on_two_replicas_reload_nothing_after_warm_up(cluster):
