@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import ray.exceptions
 
 from ..job import GenerationFailed, Job, Result, WorkerLost
-from ..local.engine import LocalEngine, resolve_seeds
+from ..local.engine import LocalEngine, resolve_seeds, still_running
 from ..queue import Ticket
 from ..samplers import resolve_sampler
 from .wire import Finished, Outcome, Started, Step, error_in
@@ -121,12 +121,7 @@ class RayRunner:
         return RemoteRun(job, self.engine)
 
     def run_batch(self, members: list[tuple[RemoteRun, Ticket]]) -> None:
-        live = []
-        for run, ticket in members:
-            if ticket.interrupted:  # stopped between batches: nothing more to run
-                run.interrupted = True
-            else:
-                live.append((run, ticket))
+        live = still_running(members)
         if not live:
             return
         for attempt in range(self.retries + 1):

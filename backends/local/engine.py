@@ -74,6 +74,17 @@ def resolve_seeds(seed: int | None, count: int, varied: bool = False) -> list[in
     return [int(seed) + (0 if varied else i) for i in range(count)]
 
 
+def still_running(members: list[tuple]) -> list[tuple]:
+    """The (run, control) pairs whose job was not interrupted between batches; the others are marked done."""
+    live = []
+    for run, control in members:
+        if control.interrupted:  # stopped between batches: nothing more to run
+            run.interrupted = True
+        else:
+            live.append((run, control))
+    return live
+
+
 class LocalEngine:
     def __init__(self, models: ModelManager, limits: Limits | None = None, cpu_engine: str = "torch",
                  threads: int | None = None, features: Features | None = None):
@@ -146,12 +157,7 @@ class LocalEngine:
     def run_batch(self, members: list[tuple["Run", Control]]) -> None:
         """The next batch of every run, in one pipeline call per group of runs whose prompts encode to the same
         shape (the caller only puts runs with one `batch_key` together)."""
-        live = []
-        for run, control in members:
-            if control.interrupted:  # stopped between batches: nothing more to run
-                run.interrupted = True
-            else:
-                live.append((run, control))
+        live = still_running(members)
         if not live:
             return
         loaded = self.models.get(live[0][0].job.model)
