@@ -87,6 +87,7 @@ class Cluster:
     models_per_replica: int = 1  # pipelines one replica keeps loaded (Serve's multiplexing evicts the LRU one)
     models_dir: str | None = None  # where replicas find the models; None: this server's models_dir (same path)
     retries: int = 1  # a batch whose replica died is sent again this many times (0: it fails at once)
+    start_timeout_s: float = 300  # the replicas must be up by then (a cluster without room for them: one line)
 
     def counts(self) -> tuple[int, int]:
         """(min, max) replicas: a fixed number, or the autoscaling range."""

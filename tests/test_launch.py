@@ -146,3 +146,16 @@ def test_bad_ray_settings_give_one_line_before_ray_starts(tmp_path, section):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("launch.py: error:") and "ray" in lines[0], proc.stderr
+
+
+def test_replicas_the_cluster_cannot_place_stop_the_start_with_one_error(tmp_path):
+    """A GPU replica on a CPU-only Ray instance never starts: the server says why and exits, it does not hang."""
+    (tmp_path / "c.toml").write_text("[ray]\nnum_gpus = 1\nstart_timeout_s = 5\n")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--demo", "--ray", "--config", "c.toml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("launch.py: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]  # (Ray's own shutdown lines may follow it)
+    assert errors[0].startswith("launch.py: error: the engine replicas did not start within 5 s"), errors
+    assert "0 GPU free" in errors[0] and "needs 1.0 CPU and 1 GPU" in errors[0] and "Traceback" not in proc.stderr

@@ -251,6 +251,14 @@ def test_two_models_on_two_replicas_reload_nothing_after_warm_up(cluster):
     holders = {model: {w for (w, m) in loads if m == model} for model in models}
     assert all(holders.values()), loads
     assert "loaded model tiny-sdxl" in log.read_text()  # the replicas' own log lines reach the server's log
+    # A1111's current checkpoint, switched through /options, is what the replicas run
+    options = url + "/sdapi/v1/options"
+    assert httpx.post(options, json={"sd_model_checkpoint": "tiny-sdxl"}, timeout=60).status_code == 200
+    try:
+        answer = a1111(url, prompt="the current model", seed=1, **SMALL)
+        assert json.loads(answer.json()["info"])["sd_model_name"] == "tiny-sdxl"
+    finally:
+        httpx.post(options, json={"sd_model_checkpoint": "tiny-sd1"}, timeout=60)
 
 
 def kill_replica(address: str, worker: str) -> int:

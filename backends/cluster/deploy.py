@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,6 +21,29 @@ log = logging.getLogger(__name__)
 
 APP = "sdgate"  # the Serve application's name
 NAMESPACE = "sdgate"
+
+
+def _deploy(app, timeout_s: float, each: str):
+    """serve.run, bounded: replicas the cluster cannot place would otherwise keep the server from ever starting."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["handle"] = serve.run(app, name=APP, route_prefix=None)
+        except Exception as e:  # noqa: BLE001 - said in one line below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name="sdgate-deploy", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if "handle" in outcome:
+        return outcome["handle"]
+    if "error" in outcome:
+        lines = [line for line in str(outcome["error"]).splitlines() if line.strip()]
+        raise ConfigError(f"the engine replicas failed to start: {lines[-1] if lines else outcome['error']!r}")
+    free = ", ".join(f"{ray.available_resources().get(kind, 0):g} {kind}" for kind in ("CPU", "GPU"))
+    raise ConfigError(f"the engine replicas did not start within {timeout_s:.0f} s ([ray] start_timeout_s): the "
+                      f"cluster has {free} free, each replica needs {each}")
 
 
 class Cluster:
@@ -60,7 +84,7 @@ class Cluster:
                                                                       dict(engine.models.aliases))
         log.info("deploying %s engine replica(s) (%s CPU, %s GPU each) on Ray", low if low == high else f"{low}-{high}",
                  settings.num_cpus, gpus)
-        handle = serve.run(app, name=APP, route_prefix=None)
+        handle = _deploy(app, settings.start_timeout_s, f"{settings.num_cpus} CPU and {gpus} GPU")
         self.signals = JobSignals.remote()
         self.runner = RayRunner(engine, handle, self.signals, settings.retries, listeners)
         self.workers = high  # batches in flight at once: one per replica the deployment may have

@@ -43,9 +43,10 @@ class RemoteRun:
         varied = job.subseed_strength != 0
         self.seeds = resolve_seeds(job.seed, job.image_count, varied)
         self.subseeds = resolve_seeds(job.subseed, job.image_count)
-        # what replicas get: the seeds fixed (a replica resolves the same lists), nothing the dialect keeps
-        self.sent = replace(job, seed=self.seeds[0], subseed=self.subseeds[0], extra={})
         self.info = engine.models.resolve(job.model)
+        # what replicas get: the seeds fixed (a replica resolves the same lists), the model named (the ingress's
+        # current default may have changed: A1111's options), nothing the dialect keeps for itself
+        self.sent = replace(job, seed=self.seeds[0], subseed=self.subseeds[0], model=self.info.name, extra={})
         self.choice = resolve_sampler(job.sampler, job.schedule)
         self.batch_no = 0
         self.images: list = []
