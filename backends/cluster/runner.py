@@ -173,7 +173,9 @@ class RayRunner:
                              details={"worker": worker})
         for job_id, run in runs.items():
             run.absorb(finished.outcomes.get(job_id) or Outcome(error=("GenerationFailed", "no answer", {})))
-            tickets[job_id].skipped = False  # a skip ends one batch (the queue clears it too)
+            # a skip ends one batch: the engine clears its control's switch after the batch, and here the
+            # control is the replica's stand-in, so the ticket (what A1111's /progress shows) is cleared here
+            tickets[job_id].skipped = False
         for listener in self.listeners:
             on_worker = getattr(listener, "on_worker", None)
             if on_worker is not None:
