@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import ray.exceptions
 
 from ..job import GenerationFailed, Job, Result, WorkerLost
-from ..local.engine import LocalEngine, resolve_seeds, still_running
+from ..local.engine import LocalEngine, job_seeds, still_running
 from ..queue import Ticket
 from ..samplers import resolve_sampler
 from .wire import Finished, Outcome, Started, Step, error_in
@@ -40,9 +40,7 @@ class RemoteRun:
     def __init__(self, job: Job, engine: LocalEngine):
         self.job = job
         self.t_start = time.perf_counter()
-        varied = job.subseed_strength != 0
-        self.seeds = resolve_seeds(job.seed, job.image_count, varied)
-        self.subseeds = resolve_seeds(job.subseed, job.image_count)
+        self.seeds, self.subseeds = job_seeds(job)
         self.info = engine.models.resolve(job.model)
         # what replicas get: the seeds fixed (a replica resolves the same lists), the model named (the ingress's
         # current default may have changed: A1111's options), nothing the dialect keeps for itself

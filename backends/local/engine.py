@@ -74,6 +74,12 @@ def resolve_seeds(seed: int | None, count: int, varied: bool = False) -> list[in
     return [int(seed) + (0 if varied else i) for i in range(count)]
 
 
+def job_seeds(job: Job) -> tuple[list[int], list[int]]:
+    """Every image's seed and variation seed (A1111's all_seeds, all_subseeds), random ones drawn now."""
+    return (resolve_seeds(job.seed, job.image_count, job.subseed_strength != 0),
+            resolve_seeds(job.subseed, job.image_count))
+
+
 def still_running(members: list[tuple]) -> list[tuple]:
     """The (run, control) pairs whose job was not interrupted between batches; the others are marked done."""
     live = []
@@ -145,8 +151,8 @@ class LocalEngine:
         choice = resolve_sampler(job.sampler, job.schedule)
         prompt, networks = strip_extra_networks(job.prompt)
         negative, _ = strip_extra_networks(job.negative_prompt)
-        run = Run(job=job, choice=choice, seeds=resolve_seeds(job.seed, job.image_count, job.subseed_strength != 0),
-                  subseeds=resolve_seeds(job.subseed, job.image_count), prompt=prompt,
+        seeds, subseeds = job_seeds(job)
+        run = Run(job=job, choice=choice, seeds=seeds, subseeds=subseeds, prompt=prompt,
                   negative=negative, loras=job.loras + loras_from_tags(networks), t_start=t_start,
                   info=self.models.resolve(job.model), features=self.wanted(job))
         run.as_written = (prompt, negative)
