@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -115,7 +114,6 @@ class EngineReplica:
         self.engine = LocalEngine(self.models, config.limits, cpu_engine=cpu_engine(config, device), threads=threads,
                                   features=config.features)
         self.worker = serve.get_replica_context().replica_id.unique_id
-        self.node = ray.get_runtime_context().get_node_id()[:8]
         self.device = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sdgate-device")
 
         async def hold(model_id: str) -> Held:  # a closure: Serve's multiplexing keeps its state on the function
@@ -123,12 +121,12 @@ class EngineReplica:
             return Held(self.models, model_id)
 
         self.hold = serve.multiplexed(max_num_models_per_replica=max(1, cluster.models_per_replica))(hold)
-        log.info("replica %s on %s: %s, %s, %d thread(s), models from %s", self.worker, device, dtype, self.node,
-                 threads, models_dir)
+        log.info("replica %s on node %s: %s, %s, %d thread(s), models from %s", self.worker,
+                 ray.get_runtime_context().get_node_id()[:8], device, dtype, threads, models_dir)
 
     async def run(self, jobs: list[Job], batch_nos: list[int], signals) -> AsyncIterator:
         """Run batch `batch_nos[i]` of each job in one batch; yields Started, Steps, then Finished."""
-        yield Started(self.worker, os.getpid(), self.node)
+        yield Started(self.worker)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         try:

@@ -17,8 +17,6 @@ from ..job import GenerationFailed, QueueFull, Result, SdgateError
 @dataclass
 class Started:
     worker: str  # the replica's id (Serve's), shown in /jobs/{id} and the metrics
-    pid: int
-    node: str
 
 
 @dataclass
