@@ -89,9 +89,13 @@ class Cluster:
     retries: int = 1  # a batch whose replica died is sent again this many times (0: it fails at once)
     start_timeout_s: float = 300  # the replicas must be up by then (a cluster without room for them: one line)
 
+    @property
+    def autoscales(self) -> bool:
+        return self.min_replicas is not None or self.max_replicas is not None
+
     def counts(self) -> tuple[int, int]:
         """(min, max) replicas: a fixed number, or the autoscaling range."""
-        if self.min_replicas is not None or self.max_replicas is not None:
+        if self.autoscales:
             low = self.min_replicas if self.min_replicas is not None else 1
             high = self.max_replicas if self.max_replicas is not None else max(low, self.replicas)
             if not 0 <= low <= high or high < 1:

@@ -72,7 +72,7 @@ class Cluster:
             "health_check_period_s": 2,
             "graceful_shutdown_timeout_s": 5,
         }
-        if settings.min_replicas is not None or settings.max_replicas is not None:
+        if settings.autoscales:
             options["autoscaling_config"] = {"min_replicas": low, "max_replicas": high,
                                              "target_ongoing_requests": 1}
         else:
